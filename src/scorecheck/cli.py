@@ -1,0 +1,217 @@
+"""The ``scorecheck`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from scorecheck import __version__
+from scorecheck.errors import ScorecheckError, UsageError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Check published LLM benchmark numbers against any OpenAI-compatible endpoint.")  # fmt: skip
+data_app = typer.Typer(no_args_is_help=True, help="Benchmark files: verify, fetch, locate.")
+app.add_typer(data_app, name="data")
+
+err = Console(stderr=True)
+out = Console()
+
+
+def _fail(e: ScorecheckError) -> None:
+    err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    raise typer.Exit(e.exit_code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"scorecheck {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+) -> None:
+    pass
+
+
+def _parse_headers(values: list[str] | None) -> dict[str, str]:
+    out_h: dict[str, str] = {}
+    for v in values or []:
+        if ":" not in v:
+            raise UsageError(f"--header {v!r}: expected 'Name: value'")
+        k, val = v.split(":", 1)
+        out_h[k.strip()] = val.strip()
+    return out_h
+
+
+def _parse_json(name: str, value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError as e:
+        raise UsageError(f"{name}: not valid JSON ({e})") from None
+
+
+@app.command()
+def run(
+    base_url: Annotated[Optional[list[str]], typer.Option("--base-url", help="OpenAI-compatible endpoint, e.g. http://host:5050/v1; repeat for replicas. None: start the embedded model.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model name as the endpoint serves it.")] = None,
+    api_key: Annotated[Optional[str], typer.Option(help="API key (prefer --api-key-env: a flag is visible in ps).")] = None,
+    api_key_env: Annotated[Optional[str], typer.Option(help="Environment variable holding the API key [OPENAI_API_KEY].")] = None,
+    header: Annotated[Optional[list[str]], typer.Option("--header", help="Extra HTTP header 'Name: value'; repeatable.")] = None,
+    system_prompt: Annotated[Optional[str], typer.Option(help="Protocol prompt name (reflection, default), @file, or literal text.")] = None,
+    reasoning: Annotated[Optional[str], typer.Option(help="none, reflection, think, reasoning-field, tags:OPEN,CLOSE.")] = None,
+    protocol: Annotated[Optional[str], typer.Option(help="Protocol profile [glaive-2024].")] = None,
+    evals: Annotated[Optional[str], typer.Option(help="Comma-separated: mmlu, gpqa (main), gpqa_diamond, gsm8k.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Subset per eval, drawn as the fork draws it.")] = None,
+    samples: Annotated[Optional[int], typer.Option(help="Samples per item [1].")] = None,
+    temperature: Annotated[Optional[float], typer.Option()] = None,
+    max_tokens: Annotated[Optional[int], typer.Option()] = None,
+    seed: Annotated[Optional[int], typer.Option()] = None,
+    top_p: Annotated[Optional[float], typer.Option()] = None,
+    stop: Annotated[Optional[list[str]], typer.Option("--stop", help="Stop sequence; repeatable.")] = None,
+    extra_body: Annotated[Optional[str], typer.Option(help="JSON object merged into every request body (replaces the profile's).")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="Requests in flight [128].")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="Per-request timeout in seconds [600].")] = None,
+    max_retries: Annotated[Optional[int], typer.Option(help="Retries per request [6].")] = None,
+    out_dir: Annotated[Optional[str], typer.Option("--out", help="Run directory [runs/latest].")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML file; flags override it.")] = None,
+    no_preflight: Annotated[bool, typer.Option("--no-preflight", help="Skip the test request before the run.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Evaluate a model; the same command again resumes an interrupted run."""
+    try:
+        file_values = load_config_file(config)
+        overrides: dict[str, Any] = dict(
+            model=model, system_prompt=system_prompt, reasoning=reasoning, protocol=protocol, evals=evals,
+            limit=limit, samples=samples, temperature=temperature, max_tokens=max_tokens, seed=seed, top_p=top_p,
+            stop=stop or None, extra_body=_parse_json("--extra-body", extra_body), concurrency=concurrency,
+            timeout=timeout, max_retries=max_retries, out=out_dir, preflight=False if no_preflight else None,
+        )  # fmt: skip
+        if base_url:
+            headers = _parse_headers(header)
+            overrides["endpoints"] = [
+                {"base_url": u, "headers": headers, **({"api_key_env": api_key_env} if api_key_env else {})}
+                for u in base_url
+            ]
+        from scorecheck import config as cfgmod
+
+        cfg = cfgmod.build(file_values, overrides, origin=str(config) if config else "options")
+        from scorecheck.session import execute
+
+        code = execute(cfg, api_key=api_key, show_progress=not quiet, console=out, err=err)
+    except ScorecheckError as e:
+        _fail(e)
+    raise typer.Exit(code)
+
+
+def load_config_file(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    from scorecheck.config import load_toml
+
+    return load_toml(path)
+
+
+@app.command()
+def serve(
+    embedded: Annotated[bool, typer.Option("--embedded", help="Serve the embedded CPU model.")] = False,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    parallel: Annotated[int, typer.Option(help="Parallel slots.")] = 4,
+    ctx: Annotated[int, typer.Option(help="Context tokens per slot.")] = 4096,
+) -> None:
+    """Serve a model behind an OpenAI-compatible API until Ctrl-C."""
+    if not embedded:
+        _fail(UsageError("say what to serve: --embedded (vLLM serving comes with `scorecheck serve vllm`)"))
+    from scorecheck.embedded import MODEL_ALIAS, serve_forever
+    from scorecheck.errors import EndpointError
+
+    err.print(f"serving {MODEL_ALIAS} on http://{host}:{port}/v1 — Ctrl-C stops it")
+    try:
+        serve_forever(port, host, parallel, ctx)
+    except EndpointError as e:
+        _fail(e)
+
+
+@app.command("evals")
+def list_evals() -> None:
+    """List the evals and protocols scorecheck knows."""
+    from scorecheck.benchmarks import ALIASES, registry
+    from scorecheck.protocols import PROFILES
+
+    for name, b in registry().items():
+        alias = [a for a, t in ALIASES.items() if t == name]
+        out.print(f"{name:<14} {b.description}" + (f" (alias: {', '.join(alias)})" if alias else ""))
+    out.print("protocols: " + ", ".join(f"{p.name} ({p.reference})" for p in PROFILES.values()))
+
+
+@data_app.command("verify")
+def data_verify(
+    fetch: Annotated[bool, typer.Option("--fetch", help="Download what is missing.")] = False,
+) -> None:
+    """Which benchmark files are present, and their sha256 against the expected ones."""
+    from rich.table import Table
+
+    from scorecheck.data import verify_all
+
+    rows = verify_all(download=fetch)
+    t = Table()
+    for c in ("file", "status", "detail"):
+        t.add_column(c, overflow="fold")
+    colour = {"ok": "green", "missing": "yellow", "corrupt": "red"}
+    for r in rows:
+        t.add_row(r["file"], f"[{colour[r['status']]}]{r['status']}[/]", r["detail"])
+    out.print(t)
+    if any(r["status"] == "corrupt" for r in rows):
+        raise typer.Exit(1)
+
+
+@data_app.command("fetch")
+def data_fetch(
+    keys: Annotated[Optional[list[str]], typer.Argument(help="Files to fetch (default: all).")] = None,
+    from_file: Annotated[Optional[Path], typer.Option("--from", help="Use this local file (checked) for KEY.")] = None,
+) -> None:
+    """Download benchmark files into the cache and check them."""
+    from scorecheck import data
+
+    try:
+        if from_file is not None:
+            if not keys or len(keys) != 1:
+                raise UsageError("--from needs exactly one file key, e.g. scorecheck data fetch gpqa_main --from F")
+            out.print(f"{keys[0]}: {data.copy_into_cache(keys[0], from_file)}")
+            return
+        failed = False
+        for k in keys or list(data.FILES):
+            try:
+                r = data.resolve(k)
+                out.print(f"{k}: ok ({r.check}) {r.path}")
+            except ScorecheckError as e:
+                failed = True
+                err.print(f"[red]{k}:[/] {e}", soft_wrap=True)
+        if failed:
+            raise typer.Exit(1)
+    except ScorecheckError as e:
+        _fail(e)
+
+
+def entry() -> None:
+    t0 = time.monotonic()
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print(f"interrupted after {time.monotonic() - t0:.0f}s")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,195 @@
+"""Requests to OpenAI-compatible chat endpoints: async, retried with backoff, spread over several endpoints.
+
+Outcomes of one request (after retries):
+- ``ok``: a 200 with a parseable chat completion;
+- ``http_400``: the endpoint rejected the request (context too long, bad parameter); under glaive-2024 it is graded
+  as the empty answer, as the fork's ``BadRequestError`` branch did; not retried;
+- ``failed``: retries exhausted (429, 5xx, timeouts, dropped connections, bodies that are not valid JSON) or another
+  4xx. Left out of the score, counted, named at the end; a rerun retries exactly these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+from scorecheck.errors import EndpointError
+
+
+class Transient(Exception):
+    """A failure worth retrying."""
+
+
+class Final(Exception):
+    """A failure not worth retrying (4xx other than 400/408/429)."""
+
+
+@dataclass
+class EndpointState:
+    base_url: str
+    api_key: str | None
+    headers: dict[str, str] = field(default_factory=dict)
+    in_flight: int = 0
+    sent: int = 0
+
+    def request_headers(self) -> dict[str, str]:
+        h = {"Content-Type": "application/json", **self.headers}
+        if self.api_key:
+            h["Authorization"] = f"Bearer {self.api_key}"
+        return h
+
+
+@dataclass
+class Outcome:
+    status: str  # ok | http_400 | failed
+    content: str | None = None
+    reasoning: str | None = None
+    message: dict[str, Any] | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency: float | None = None
+    attempts: int = 0
+    error: str | None = None
+    response: str | None = None
+    endpoint: str | None = None
+
+
+RETRY_STATUSES = {408, 409, 425, 429} | set(range(500, 600))
+
+
+class ChatClient:
+    def __init__(self, endpoints: list[EndpointState], concurrency: int, timeout: float, max_retries: int,
+                 retry_wait: float) -> None:  # fmt: skip
+        if not endpoints:
+            raise ValueError("no endpoints")
+        self.endpoints = endpoints
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.retry_wait = retry_wait
+        self._concurrency = concurrency
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> ChatClient:
+        conn = aiohttp.TCPConnector(limit=self._concurrency + 8, limit_per_host=0, ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(
+            connector=conn,
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+            json_serialize=json.dumps,
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def in_flight(self) -> int:
+        return sum(e.in_flight for e in self.endpoints)
+
+    def pick(self) -> EndpointState:
+        """Least-loaded endpoint; ties go to the one that has been sent the least."""
+        return min(self.endpoints, key=lambda e: (e.in_flight, e.sent))
+
+    async def _once(self, body: dict[str, Any], on_send: Any = None) -> Outcome:
+        ep = self.pick()
+        ep.in_flight += 1
+        ep.sent += 1
+        t0 = time.monotonic()
+        assert self._session is not None
+        try:
+            if on_send is not None:
+                on_send()
+            async with self._session.post(
+                ep.base_url + "/chat/completions", json=body, headers=ep.request_headers()
+            ) as resp:
+                text = await resp.text()
+                latency = time.monotonic() - t0
+                if resp.status == 400:
+                    return Outcome("http_400", error=f"HTTP 400: {text[:500]}", latency=latency,
+                                   response=text[:20000], endpoint=ep.base_url)  # fmt: skip
+                if resp.status in RETRY_STATUSES:
+                    raise Transient(f"HTTP {resp.status}: {text[:200]}")
+                if resp.status != 200:
+                    raise Final(f"HTTP {resp.status}: {text[:300]}")
+                try:
+                    data = json.loads(text)
+                    choice = data["choices"][0]
+                    message = choice.get("message") or {}
+                except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+                    raise Transient(f"malformed response body: {text[:120]!r}") from None
+                usage = data.get("usage") or {}
+                return Outcome(
+                    "ok",
+                    content=message.get("content"),
+                    reasoning=message.get("reasoning") or message.get("reasoning_content"),
+                    message=message,
+                    finish_reason=choice.get("finish_reason"),
+                    prompt_tokens=usage.get("prompt_tokens"),
+                    completion_tokens=usage.get("completion_tokens"),
+                    latency=latency,
+                    response=text,
+                    endpoint=ep.base_url,
+                )
+        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as e:
+            raise Transient(f"{e.__class__.__name__}: {e}"[:300]) from None
+        finally:
+            ep.in_flight -= 1
+
+    async def complete(self, body: dict[str, Any], on_send: Any = None) -> Outcome:
+        """Send one chat completion with retries; never raises for endpoint trouble."""
+        attempts = 0
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(Transient),
+                stop=stop_after_attempt(self.max_retries + 1),
+                wait=wait_exponential_jitter(initial=self.retry_wait, max=60, jitter=self.retry_wait),
+                reraise=False,
+            ):
+                with attempt:
+                    attempts += 1
+                    out = await self._once(body, on_send)
+                    out.attempts = attempts
+                    return out
+        except RetryError as e:
+            err = e.last_attempt.exception()
+            return Outcome("failed", error=f"{err} (after {attempts} attempts)", attempts=attempts)
+        except Final as e:
+            return Outcome("failed", error=str(e), attempts=attempts)
+        raise AssertionError("unreachable")
+
+    async def list_models(self, ep: EndpointState) -> dict[str, Any]:
+        assert self._session is not None
+        try:
+            async with self._session.get(
+                ep.base_url + "/models", headers=ep.request_headers(), timeout=aiohttp.ClientTimeout(total=15)
+            ) as resp:
+                text = await resp.text()
+                if resp.status in (401, 403):
+                    raise EndpointError(f"{ep.base_url}/models: HTTP {resp.status}, check the API key")
+                if resp.status != 200:
+                    raise EndpointError(f"{ep.base_url}/models: HTTP {resp.status}: {text[:200]}")
+                try:
+                    return json.loads(text)
+                except ValueError:
+                    raise EndpointError(f"{ep.base_url}/models did not return JSON: {text[:100]!r}") from None
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            raise EndpointError(f"endpoint {ep.base_url} unreachable ({e.__class__.__name__}: {e})"[:300]) from None
+
+
+def find_model(models: dict[str, Any], name: str) -> dict[str, Any] | None:
+    for m in models.get("data") or []:
+        if m.get("id") == name or name in (m.get("aliases") or []):
+            return m
+    return None
+
+
+def model_identity(entry: dict[str, Any]) -> dict[str, Any]:
+    """What /v1/models says about the served model, minus fields that change on every restart."""
+    return {k: v for k, v in entry.items() if k not in ("created",)}

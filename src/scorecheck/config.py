@@ -1,0 +1,179 @@
+"""A run's configuration: loaded from TOML, overridden by CLI flags, resolved against the protocol profile.
+
+The run directory records the resolved configuration (``config.json``) without secrets: API keys are never
+written anywhere, only the name of the environment variable they came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from scorecheck.errors import UsageError
+from scorecheck.protocols import Profile, get_profile
+from scorecheck.reasoning import ReasoningFormat, parse_format
+
+
+class Endpoint(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str
+    api_key_env: str = "OPENAI_API_KEY"
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {v!r}")
+        return v.rstrip("/")
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    endpoints: list[Endpoint] = Field(default_factory=list)
+    """Empty: scorecheck starts the embedded model."""
+    model: str | None = None
+    system_prompt: str | None = None
+    """A profile prompt name (reflection, default), a file path (prefix @ or an existing file), or literal text."""
+    reasoning: str = "none"
+    protocol: str = "glaive-2024"
+    evals: list[str] = Field(default_factory=lambda: ["mmlu", "gpqa", "gsm8k"])
+    limit: int | None = Field(default=None, ge=1)
+    samples: int = Field(default=1, ge=1)
+    temperature: float | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    seed: int | None = None
+    top_p: float | None = None
+    stop: list[str] | None = None
+    extra_body: dict[str, Any] | None = None
+    concurrency: int = Field(default=128, ge=1)
+    timeout: float = Field(default=600.0, gt=0)
+    max_retries: int = Field(default=6, ge=0)
+    retry_wait: float = Field(default=1.0, ge=0)
+    """First backoff in seconds; doubles each retry (with jitter), capped at 60 s."""
+    abort_after: int = Field(default=32, ge=1)
+    """Stop early when errors or HTTP 400s are the majority of the first ``abort_after`` answers."""
+    preflight: bool = True
+    out: str = "runs/latest"
+    embedded_parallel: int = Field(default=4, ge=1)
+    embedded_ctx: int = Field(default=4096, ge=256)
+    """Context per parallel slot of the embedded model."""
+
+    @field_validator("evals", mode="before")
+    @classmethod
+    def _evals(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [e.strip() for e in v.split(",") if e.strip()]
+        return v
+
+
+def _one_line(e: ValidationError, origin: str) -> str:
+    parts = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "config"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        parts.append(f"{loc}: {msg}")
+    return f"{origin}: " + "; ".join(parts)
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"config file {p} not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"{p}: invalid TOML: {e}") from None
+    # [[endpoint]] tables are accepted as an alias of `endpoints`.
+    if "endpoint" in raw:
+        raw.setdefault("endpoints", []).extend(raw.pop("endpoint"))
+    return raw
+
+
+def build(file_values: dict[str, Any], overrides: dict[str, Any], origin: str = "configuration") -> RunConfig:
+    merged = dict(file_values)
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return RunConfig(**merged)
+    except ValidationError as e:
+        raise UsageError(_one_line(e, origin)) from None
+
+
+class Resolved:
+    """A RunConfig with the profile applied: what requests will actually carry."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        self.profile: Profile = get_profile(cfg.protocol)
+        self.reasoning: ReasoningFormat = parse_format(cfg.reasoning)
+        self.system_prompt_name, self.system_prompt = resolve_system_prompt(cfg.system_prompt, self.profile)
+        from scorecheck.benchmarks import get_benchmarks
+
+        self.benchmarks = get_benchmarks(cfg.evals)
+
+    def sampling(self) -> dict[str, Any]:
+        """The body fields every request carries besides model and messages."""
+        c, p = self.cfg, self.profile
+        body: dict[str, Any] = {
+            "temperature": p.temperature if c.temperature is None else c.temperature,
+            "max_tokens": p.max_tokens if c.max_tokens is None else c.max_tokens,
+        }
+        if c.top_p is not None:
+            body["top_p"] = c.top_p
+        if c.seed is not None:
+            body["seed"] = c.seed
+        if c.stop:
+            body["stop"] = list(c.stop)
+        extra = p.extra_body if c.extra_body is None else c.extra_body
+        body.update(extra)
+        return body
+
+    def messages(self, user_prompt: str) -> list[dict[str, str]]:
+        msgs = []
+        if self.system_prompt:
+            msgs.append({"role": "system", "content": self.system_prompt})
+        msgs.append({"role": "user", "content": user_prompt})
+        return msgs
+
+    def api_key(self, ep: Endpoint, cli_key: str | None) -> str | None:
+        return cli_key or os.environ.get(ep.api_key_env) or None
+
+    def describe(self) -> dict[str, Any]:
+        """The resolved configuration as recorded in the run directory (no secrets)."""
+        d = self.cfg.model_dump()
+        d["system_prompt"] = {
+            "name": self.system_prompt_name,
+            "sha256": hashlib.sha256(self.system_prompt.encode()).hexdigest() if self.system_prompt else None,
+            "text": self.system_prompt,
+        }
+        d["reasoning"] = str(self.reasoning)
+        d["sampling"] = self.sampling()
+        d["evals"] = [b.name for b in self.benchmarks]
+        return d
+
+
+def resolve_system_prompt(value: str | None, profile: Profile) -> tuple[str, str | None]:
+    """(name, text). ``None``/"none": no system message."""
+    if value is None or value == "none":
+        return "none", None
+    if value in profile.system_prompts:
+        return value, profile.system_prompts[value]
+    path = value[1:] if value.startswith("@") else value
+    if value.startswith("@") or (len(path) < 4096 and "\n" not in path and Path(path).is_file()):
+        try:
+            return f"file:{path}", Path(path).read_text()
+        except OSError as e:
+            raise UsageError(f"system prompt file {path}: {e.strerror}") from None
+    return "literal", value
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str)

@@ -1,0 +1,1 @@
+"""Graders that decide whether an extracted answer equals the gold one."""

@@ -1,0 +1,142 @@
+"""A run's outputs: ``results.json`` (scores, intervals, diagnostics, what the run was), ``samples.jsonl`` (every
+sample) and ``summary.md`` (the table), plus the same table in the terminal."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import sys
+from collections import Counter
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Iterable
+
+from rich.console import Console
+from rich.table import Table
+
+from scorecheck import __version__
+from scorecheck.benchmarks import Benchmark
+from scorecheck.stats import mean_ci
+from scorecheck.store import Store
+
+FLAGS = ("unparsed", "truncated", "missing_tag", "failed", "http_400")
+
+
+def git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for pkg in ("aiohttp", "pandas", "math-verify", "latex2sympy2_extended", "sympy", "xllamacpp", "scipy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def eval_result(bench: Benchmark, records: list[dict[str, Any]]) -> dict[str, Any]:
+    scored = [r for r in records if r.get("score") is not None]
+    scores = [float(r["score"]) for r in scored]
+    n = len(scores)
+    mean = sum(scores) / n if n else None
+    ci = mean_ci(scores)
+    counts = {f: sum(1 for r in records if (r.get("flags") or {}).get(f)) for f in FLAGS}
+    graders = Counter(r.get("grader") for r in scored)
+    out: dict[str, Any] = {
+        "score": mean,
+        "n": n,
+        "n_items": len(records),
+        "correct": sum(scores),
+        "ci95": list(ci) if ci else None,
+        "counts": counts,
+        "graders": dict(graders),
+        "failed_items": [r["item_id"] for r in records if (r.get("flags") or {}).get("failed")],
+    }
+    extra = bench.aggregate(scored)
+    if "micro" in extra:
+        extra["micro"] = mean
+    out.update(extra)
+    return out
+
+
+def collect(store: Store, bench: Benchmark, wanted: set[tuple[str, int]] | None) -> list[dict[str, Any]]:
+    return [r for r in store.iter_samples(bench.name) if wanted is None or (r["item_id"], r["sample_index"]) in wanted]
+
+
+def write_outputs(run_dir: Path, results: dict[str, Any], samples: Iterable[dict[str, Any]]) -> None:
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str) + "\n")
+    with open(run_dir / "samples.jsonl", "w") as f:
+        for rec in samples:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    (run_dir / "summary.md").write_text(summary_markdown(results))
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def _rows(results: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for name, r in results["evals"].items():
+        ci = r.get("ci95")
+        rows.append([
+            name, _fmt(r["score"]), f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "-", str(r["n"]),
+            *(str(r["counts"][f]) for f in FLAGS),
+        ])  # fmt: skip
+        if r.get("macro") is not None:
+            mci = r.get("macro_ci95")
+            rows.append([f"{name} (macro)", _fmt(r["macro"]), f"[{mci[0]:.4f}, {mci[1]:.4f}]" if mci else "-",
+                         f"{r['macro_subjects']} subj", "", "", "", "", ""])  # fmt: skip
+    return rows
+
+
+HEADER = ["eval", "score", "95% CI", "n", "unparsed", "truncated", "missing tag", "failed", "HTTP 400"]
+
+
+def summary_markdown(results: dict[str, Any]) -> str:
+    cfg = results["config"]
+    lines = [
+        f"# scorecheck run: {results['model']}",
+        "",
+        f"protocol `{results['protocol']['name']}` · system prompt `{cfg['system_prompt']['name']}` · reasoning "
+        f"`{cfg['reasoning']}` · sampling `{json.dumps(cfg['sampling'])}`"
+        + (f" · limit {cfg['limit']} per eval" if cfg.get("limit") else ""),
+        "",
+        "| " + " | ".join(HEADER) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(HEADER))) + "|",
+    ]
+    lines += ["| " + " | ".join(r) + " |" for r in _rows(results)]
+    notes = results.get("notes") or []
+    if notes:
+        lines += ["", *[f"- {n}" for n in notes]]
+    return "\n".join(lines) + "\n"
+
+
+def print_table(results: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    t = Table(title=f"{results['model']} · {results['protocol']['name']} · system prompt "
+                    f"{results['config']['system_prompt']['name']}")  # fmt: skip
+    for i, h in enumerate(HEADER):
+        t.add_column(h, justify="left" if i == 0 else "right")
+    for r in _rows(results):
+        t.add_row(*r)
+    console.print(t)
+    for n in results.get("notes") or []:
+        console.print(f"[yellow]note:[/] {n}")
+
+
+def sha256_text(s: str) -> str:
+    return hashlib.sha256(s.encode()).hexdigest()
+
+
+def argv() -> list[str]:
+    return list(sys.argv)

@@ -1,0 +1,33 @@
+"""Confidence intervals for a run's scores."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+
+def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
+    """Wilson score interval for k successes in n trials (scipy's implementation)."""
+    if n == 0:
+        return None
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return (float(ci.low), float(ci.high))
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """Student-t interval of a mean; Wilson when every value is 0 or 1."""
+    n = len(values)
+    if n == 0:
+        return None
+    if all(v in (0.0, 1.0) for v in values):
+        return wilson(int(sum(values)), n, confidence)
+    from scipy import stats
+
+    m = sum(values) / n
+    if n == 1:
+        return (m, m)
+    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1))
+    h = stats.t.ppf((1 + confidence) / 2, n - 1) * sd / math.sqrt(n)
+    return (m - h, m + h)

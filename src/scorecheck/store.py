@@ -1,0 +1,185 @@
+"""The run store: one SQLite file in the run directory, crash-safe, so a run that dies resumes where it stopped.
+
+Tables:
+- ``requests``: one row per distinct request (keyed by :func:`request_key`), with its final status
+  (``ok``, ``http_400`` or ``failed``), the raw response, content, reasoning, finish_reason, usage and latency.
+- ``sends``: one row per HTTP attempt, with the session that made it: the audit trail that shows a resumed run
+  re-sent nothing that had finished.
+- ``samples``: one row per graded sample (eval, item, sample index), with the grade key it was graded under.
+- ``sessions``: one row per invocation on this directory.
+- ``meta``: key/value facts about the run.
+
+Writes are buffered and committed by :meth:`Store.flush`, which the runner calls at least every second (WAL mode,
+``synchronous=NORMAL``: a killed process loses at most the unflushed rows, never the database).
+A run holds an exclusive ``flock`` on ``run.lock`` for its lifetime; a second process on the same directory is
+refused. The lock dies with the process, so a SIGKILLed run never leaves a stale lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+from scorecheck.errors import RunLocked
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, pid INTEGER, started REAL, ended REAL, argv TEXT,
+    status TEXT);
+CREATE TABLE IF NOT EXISTS requests (
+    key TEXT PRIMARY KEY, eval TEXT, item_id TEXT, sample_index INTEGER, status TEXT,
+    request TEXT, response TEXT, content TEXT, reasoning TEXT, finish_reason TEXT,
+    prompt_tokens INTEGER, completion_tokens INTEGER, latency REAL, attempts INTEGER, error TEXT,
+    endpoint TEXT, session TEXT, updated REAL);
+CREATE TABLE IF NOT EXISTS sends (id INTEGER PRIMARY KEY, key TEXT, session TEXT, t REAL, outcome TEXT);
+CREATE TABLE IF NOT EXISTS samples (
+    eval TEXT, item_id TEXT, sample_index INTEGER, grade_key TEXT, request_key TEXT, score REAL,
+    record TEXT, session TEXT, PRIMARY KEY (eval, item_id, sample_index));
+"""
+
+REQUEST_COLS = (
+    "key", "eval", "item_id", "sample_index", "status", "request", "response", "content", "reasoning",
+    "finish_reason", "prompt_tokens", "completion_tokens", "latency", "attempts", "error", "endpoint",
+    "session", "updated",
+)  # fmt: skip
+
+
+def canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def request_key(model: str, model_identity: str, messages: list[dict[str, Any]], sampling: dict[str, Any],
+                sample_index: int) -> str:  # fmt: skip
+    """Everything that changes the answer, and nothing that does not (not the URL, so a run resumes through a
+    new port or tunnel)."""
+    payload = {"model": model, "identity": model_identity, "messages": messages, "sampling": sampling,
+               "sample": sample_index}  # fmt: skip
+    return hashlib.sha256(canonical(payload).encode()).hexdigest()
+
+
+class Store:
+    def __init__(self, run_dir: Path, argv: list[str] | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.run_dir / "run.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._lock_fd, 64, 0).decode(errors="replace").strip() or "another process"
+            os.close(self._lock_fd)
+            raise RunLocked(
+                f"run directory {self.run_dir} is in use by scorecheck (pid {holder}); wait for it to finish or "
+                "use another --out"
+            ) from None
+        os.ftruncate(self._lock_fd, 0)
+        os.pwrite(self._lock_fd, str(os.getpid()).encode(), 0)
+        self.path = self.run_dir / "store.sqlite"
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+        self.session = uuid.uuid4().hex[:12]
+        self.db.execute(
+            "INSERT INTO sessions (id, pid, started, argv, status) VALUES (?, ?, ?, ?, 'running')",
+            (self.session, os.getpid(), time.time(), json.dumps(argv or [])),
+        )
+        self._requests: list[tuple] = []
+        self._sends: list[tuple] = []
+        self._samples: list[tuple] = []
+
+    # -- buffered writes -------------------------------------------------------------------------------------
+    def put_request(self, row: dict[str, Any]) -> None:
+        row = {**row, "session": self.session, "updated": time.time()}
+        self._requests.append(tuple(row.get(c) for c in REQUEST_COLS))
+
+    def put_send(self, key: str, outcome: str) -> None:
+        self._sends.append((key, self.session, time.time(), outcome))
+
+    def put_sample(self, eval_name: str, item_id: str, sample_index: int, grade_key: str, request_key: str,
+                   score: float | None, record: dict[str, Any]) -> None:  # fmt: skip
+        self._samples.append(
+            (eval_name, item_id, sample_index, grade_key, request_key, score, json.dumps(record), self.session)
+        )
+
+    def pending(self) -> int:
+        return len(self._requests) + len(self._sends) + len(self._samples)
+
+    def flush(self) -> None:
+        if not self.pending():
+            return
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            if self._requests:
+                db.executemany(
+                    f"INSERT OR REPLACE INTO requests ({','.join(REQUEST_COLS)}) "
+                    f"VALUES ({','.join('?' * len(REQUEST_COLS))})",
+                    self._requests,
+                )
+            if self._sends:
+                db.executemany("INSERT INTO sends (key, session, t, outcome) VALUES (?, ?, ?, ?)", self._sends)
+            if self._samples:
+                db.executemany(
+                    "INSERT OR REPLACE INTO samples (eval, item_id, sample_index, grade_key, request_key, score, "
+                    "record, session) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    self._samples,
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._requests.clear()
+        self._sends.clear()
+        self._samples.clear()
+
+    # -- reads -----------------------------------------------------------------------------------------------
+    def get_request(self, key: str) -> dict[str, Any] | None:
+        cur = self.db.execute(f"SELECT {','.join(REQUEST_COLS)} FROM requests WHERE key = ?", (key,))
+        row = cur.fetchone()
+        return dict(zip(REQUEST_COLS, row)) if row else None
+
+    def finished_requests(self) -> dict[str, str]:
+        """key -> status for requests that will not be sent again (ok and HTTP 400)."""
+        cur = self.db.execute("SELECT key, status FROM requests WHERE status IN ('ok', 'http_400')")
+        return dict(cur.fetchall())
+
+    def graded(self, eval_name: str) -> dict[tuple[str, int], tuple[str, str]]:
+        """(item_id, sample_index) -> (grade_key, record json) for one eval."""
+        cur = self.db.execute(
+            "SELECT item_id, sample_index, grade_key, record FROM samples WHERE eval = ?", (eval_name,)
+        )
+        return {(r[0], r[1]): (r[2], r[3]) for r in cur}
+
+    def iter_samples(self, eval_name: str) -> Iterator[dict[str, Any]]:
+        cur = self.db.execute("SELECT record FROM samples WHERE eval = ? ORDER BY rowid", (eval_name,))
+        for (rec,) in cur:
+            yield json.loads(rec)
+
+    def sends_by_session(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for key, session in self.db.execute("SELECT key, session FROM sends ORDER BY id"):
+            out.setdefault(session, []).append(key)
+        return out
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    def get_meta(self, key: str) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def close(self, status: str = "done") -> None:
+        try:
+            self.flush()
+            self.db.execute("UPDATE sessions SET ended = ?, status = ? WHERE id = ?", (time.time(), status, self.session))
+            self.db.close()
+        finally:
+            os.close(self._lock_fd)
