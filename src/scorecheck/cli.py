@@ -83,6 +83,7 @@ def run(
     concurrency: Annotated[Optional[int], typer.Option(help="Requests in flight [128].")] = None,
     timeout: Annotated[Optional[float], typer.Option(help="Per-request timeout in seconds [600].")] = None,
     max_retries: Annotated[Optional[int], typer.Option(help="Retries per request [6].")] = None,
+    retry_wait: Annotated[Optional[float], typer.Option(help="First backoff in seconds, doubling per retry [1].")] = None,
     out_dir: Annotated[Optional[str], typer.Option("--out", help="Run directory [runs/latest].")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file; flags override it.")] = None,
     no_preflight: Annotated[bool, typer.Option("--no-preflight", help="Skip the test request before the run.")] = False,
@@ -95,7 +96,8 @@ def run(
             model=model, system_prompt=system_prompt, reasoning=reasoning, protocol=protocol, evals=evals,
             limit=limit, samples=samples, temperature=temperature, max_tokens=max_tokens, seed=seed, top_p=top_p,
             stop=stop or None, extra_body=_parse_json("--extra-body", extra_body), concurrency=concurrency,
-            timeout=timeout, max_retries=max_retries, out=out_dir, preflight=False if no_preflight else None,
+            timeout=timeout, max_retries=max_retries, retry_wait=retry_wait, out=out_dir,
+            preflight=False if no_preflight else None,
         )  # fmt: skip
         if base_url:
             headers = _parse_headers(header)
