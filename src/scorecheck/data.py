@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import http.client
 import io
 import json
 import os
@@ -242,7 +243,7 @@ def _download(f: DataFile) -> Path:
             data = _fetch_url(f.url)
     except DataError:
         raise
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as e:
         src = (mirror.rstrip("/") + "/" + f.path) if mirror else f.url
         raise DataError(
             f"could not download {f.key} from {src} ({_reason(e)}); check the network, or put the file at "
