@@ -29,7 +29,7 @@ def execute(cfg: RunConfig, api_key: str | None = None, show_progress: bool = Tr
         raise UsageError("--model is required with --base-url (the name the endpoint serves)")
     run_dir = Path(cfg.out)
     started = time.time()
-    store = Store(run_dir, argv=sys.argv)
+    store = Store(run_dir, argv=redact_argv(sys.argv))
     status = "failed"
     embedded = None
     try:
@@ -80,6 +80,31 @@ def execute(cfg: RunConfig, api_key: str | None = None, show_progress: bool = Tr
         if embedded is not None:
             embedded.stop()
         store.close(status)
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """The command line as stored in the run directory: the value of --api-key and of each --header hidden."""
+    out: list[str] = []
+    hide_next = None
+    for a in argv:
+        if hide_next is not None:
+            out.append(_redact_value(hide_next, a))
+            hide_next = None
+        elif a in ("--api-key", "--header"):
+            out.append(a)
+            hide_next = a
+        elif a.startswith(("--api-key=", "--header=")):
+            flag, _, value = a.partition("=")
+            out.append(f"{flag}={_redact_value(flag, value)}")
+        else:
+            out.append(a)
+    return out
+
+
+def _redact_value(flag: str, value: str) -> str:
+    if flag == "--header" and ":" in value:
+        return value.split(":", 1)[0] + ": ***"
+    return "***"
 
 
 def _wanted(runner: Runner, bench_name: str) -> set[tuple[str, int]]:
