@@ -234,9 +234,10 @@ def _fetch_url(url: str, headers: dict[str, str] | None = None, timeout: float =
 def _download(f: DataFile) -> Path:
     dest = cache_dir() / f.path
     mirror = os.environ.get("SCORECHECK_DATA_MIRROR")
+    src = (mirror.rstrip("/") + "/" + f.path) if mirror else f.url
     try:
         if mirror:
-            data = _fetch_url(mirror.rstrip("/") + "/" + f.path)
+            data = _fetch_url(src)
         elif f.key == "gpqa_main":
             data = _download_gpqa_main()
         else:
@@ -244,12 +245,11 @@ def _download(f: DataFile) -> Path:
     except DataError:
         raise
     except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as e:
-        src = (mirror.rstrip("/") + "/" + f.path) if mirror else f.url
         raise DataError(
             f"could not download {f.key} from {src} ({_reason(e)}); check the network, or put the file at "
             f"$SCORECHECK_DATA_DIR/{f.path}"
         ) from None
-    check_bytes(f, data, f"downloaded {f.key}")
+    check_bytes(f, data, f"{f.key} downloaded from {src}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
         tmp.write(data)
