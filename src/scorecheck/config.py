@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from scorecheck.errors import UsageError
 from scorecheck.protocols import Profile, get_profile
 from scorecheck.reasoning import ReasoningFormat, parse_format
+
+SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie|passw|session", re.IGNORECASE)
+"""Headers whose values are hidden in the recorded configuration (config.json, results.json)."""
 
 
 class Endpoint(BaseModel):
@@ -157,6 +161,8 @@ class Resolved:
         d["reasoning"] = str(self.reasoning)
         d["sampling"] = self.sampling()
         d["evals"] = [b.name for b in self.benchmarks]
+        for ep in d["endpoints"]:
+            ep["headers"] = {k: "***" if SECRET_HEADER.search(k) else v for k, v in ep["headers"].items()}
         return d
 
 
