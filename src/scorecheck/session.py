@@ -42,15 +42,17 @@ def execute(cfg: RunConfig, api_key: str | None = None, show_progress: bool = Tr
             from scorecheck import embedded as emb
 
             extra_identity = emb.identity()
-            embedded = emb.EmbeddedServer(run_dir / "embedded.log", parallel=cfg.embedded_parallel,
-                                          ctx_per_slot=cfg.embedded_ctx)  # fmt: skip
-            err.print(f"starting the embedded model ({emb.MODEL_ALIAS}, CPU) on {embedded.base_url} …")
-            embedded.start()
-            endpoints = [EndpointState(embedded.base_url, None)]
+            endpoints = []  # the embedded model starts once the data is loaded: missing data fails in seconds
             runner_model = cfg.model or emb.MODEL_ALIAS
         assert runner_model is not None
         runner = Runner(rc, endpoints, runner_model, store, show_progress=show_progress)
         runner.load_data()
+        if not cfg.endpoints:
+            embedded = emb.EmbeddedServer(run_dir / "embedded.log", parallel=cfg.embedded_parallel,
+                                          ctx_per_slot=cfg.embedded_ctx)  # fmt: skip
+            err.print(f"starting the embedded model ({emb.MODEL_ALIAS}, CPU) on {embedded.base_url} …")
+            embedded.start()
+            endpoints.append(EndpointState(embedded.base_url, None))
         aborted: RunAborted | None = None
         try:
             asyncio.run(runner.run())
