@@ -1,0 +1,3 @@
+from scorecheck.cli import entry
+
+entry()

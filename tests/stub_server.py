@@ -1,0 +1,166 @@
+"""A scripted OpenAI-compatible stub server, for what a real server will not do on demand.
+
+Used for faults (HTTP 429/500/400, connection resets, hangs, malformed JSON) and for the harness benchmark (answers
+instantly). Not a model: never use it where the real embedded server can do the job.
+
+Behaviour per request: the next entry of ``script`` (a list of actions), then ``default`` forever. Actions:
+``ok`` (a chat completion whose content is ``answer``), ``400``, ``429``, ``500``, ``503``, ``reset`` (close the
+connection without answering), ``hang`` (never answer), ``malformed`` (200 with a body that is not JSON),
+``nochoices`` (200 JSON without choices), ``length`` (ok but finish_reason "length").
+A POST with JSON ``{"script": [...], "default": "ok", "answer": "..."}`` to ``/control`` replaces the script.
+``GET /stats`` returns counts of requests seen and the last ``Authorization`` header received. ``GET /v1/models`` lists ``model``.
+
+Written on raw asyncio (uvloop when available) so it can sustain thousands of requests per second on one core.
+Run: ``python tests/stub_server.py --port 0`` prints ``PORT <n>`` once listening.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections import Counter, deque
+from typing import Any
+
+
+class StubState:
+    def __init__(self, model: str = "stub-model", answer: str = "Answer: A", default: str = "ok",
+                 script: list[str] | None = None) -> None:  # fmt: skip
+        self.model = model
+        self.answer = answer
+        self.default = default
+        self.script: deque[str] = deque(script or [])
+        self.counts: Counter[str] = Counter()
+        self.bodies: list[dict[str, Any]] = []
+        self.keep_bodies = False
+        self.last_authorization: str | None = None
+
+    def next_action(self) -> str:
+        return self.script.popleft() if self.script else self.default
+
+
+def _response(status: int, body: bytes, reason: str = "OK") -> bytes:
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: keep-alive\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class StubProtocol(asyncio.Protocol):
+    def __init__(self, state: StubState) -> None:
+        self.state = state
+        self.buf = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buf[:end].decode("latin-1")
+            length = 0
+            for line in head.split("\r\n")[1:]:
+                k, _, v = line.partition(":")
+                if k.strip().lower() == "content-length":
+                    length = int(v.strip())
+                elif k.strip().lower() == "authorization":
+                    self.state.last_authorization = v.strip()
+            if len(self.buf) < end + 4 + length:
+                return
+            body = self.buf[end + 4 : end + 4 + length]
+            self.buf = self.buf[end + 4 + length :]
+            method, path = head.split(" ", 2)[:2]
+            if not self.handle(method, path, body):
+                return
+
+    def handle(self, method: str, path: str, body: bytes) -> bool:
+        st = self.state
+        t = self.transport
+        assert t is not None
+        if method == "GET" and path.endswith("/models"):
+            payload = {"object": "list", "data": [{"id": st.model, "object": "model", "created": 0, "owned_by": "stub"}]}
+            t.write(_response(200, json.dumps(payload).encode()))
+            return True
+        if method == "GET" and path == "/stats":
+            t.write(_response(200, json.dumps({**st.counts, "last_authorization": st.last_authorization}).encode()))
+            return True
+        if method == "POST" and path == "/control":
+            cfg = json.loads(body or b"{}")
+            st.script = deque(cfg.get("script", []))
+            st.default = cfg.get("default", st.default)
+            st.answer = cfg.get("answer", st.answer)
+            st.counts.clear()
+            t.write(_response(200, b"{}"))
+            return True
+        action = st.next_action()
+        st.counts[action] += 1
+        st.counts["total"] += 1
+        if st.keep_bodies:
+            st.bodies.append(json.loads(body))
+        if action in ("ok", "length"):
+            payload = (
+                b'{"id":"stub","object":"chat.completion","model":"' + st.model.encode() + b'","choices":[{"index":0,'
+                b'"message":{"role":"assistant","content":' + json.dumps(st.answer).encode() + b'},"finish_reason":"'
+                + (b"stop" if action == "ok" else b"length")
+                + b'"}],"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}'
+            )
+            t.write(_response(200, payload))
+        elif action in ("400", "429", "500", "503"):
+            t.write(_response(int(action), b'{"error":{"message":"stub ' + action.encode() + b'"}}', "Err"))
+        elif action == "malformed":
+            t.write(_response(200, b"<html>not json"))
+        elif action == "nochoices":
+            t.write(_response(200, b'{"object":"chat.completion"}'))
+        elif action == "reset":
+            t.abort()
+            return False
+        elif action == "hang":
+            self.buf = b""  # keep the connection open, never answer
+            return False
+        else:
+            t.write(_response(500, b'{"error":"unknown stub action"}', "Err"))
+        return True
+
+
+async def start(state: StubState, host: str = "127.0.0.1", port: int = 0) -> tuple[asyncio.AbstractServer, int]:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: StubProtocol(state), host, port, backlog=1024)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--model", default="stub-model")
+    ap.add_argument("--answer", default="Answer: A")
+    ap.add_argument("--default", default="ok")
+    ap.add_argument("--script", default="", help="comma-separated actions")
+    a = ap.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+
+    async def run() -> None:
+        state = StubState(a.model, a.answer, a.default, [s for s in a.script.split(",") if s])
+        server, port = await start(state, port=a.port)
+        print(f"PORT {port}", flush=True)
+        async with server:
+            await server.serve_forever()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
