@@ -165,7 +165,7 @@ class Runner:
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), timeout=0.5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self.store.flush()
             if progress is not None:
@@ -190,6 +190,9 @@ class Runner:
         """The stored answer, the answer of an identical request in flight, or a new one."""
         if u.key in self._finished:
             row = self.store.get_request(u.key)
+            if row is None and self.store.pending():  # answered this session, still in the write buffer
+                self.store.flush()
+                row = self.store.get_request(u.key)
             if row is not None and row["status"] in ("ok", "http_400"):
                 return _outcome_from_row(row)
         shared = self._inflight_keys.get(u.key)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,8 @@ def execute(cfg: RunConfig, api_key: str | None = None, show_progress: bool = Tr
             endpoints.append(EndpointState(embedded.base_url, None))
         aborted: RunAborted | None = None
         try:
-            asyncio.run(runner.run())
+            with asyncio.Runner(loop_factory=_loop_factory()) as aio:
+                aio.run(runner.run())
         except RunAborted as e:
             aborted = e
         except KeyboardInterrupt:
@@ -109,6 +111,16 @@ def _redact_value(flag: str, value: str) -> str:
     return "***"
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (about 8% more requests per second than asyncio's, BENCHMARKS.md),
+    else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def _wanted(runner: Runner, bench_name: str) -> set[tuple[str, int]]:
     return {(it.id, s) for it in runner.items[bench_name] for s in range(runner.rc.cfg.samples)}
 
@@ -125,7 +137,7 @@ def build_results(rc: Resolved, runner: Runner, store: Store, started: float,
     for b in rc.benchmarks:
         records = collect(store, b, _wanted(runner, b.name))
         evals[b.name] = eval_result(b, records)
-    for status, pt, ct in store.db.execute(
+    for _status, pt, ct in store.db.execute(
         "SELECT status, COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0) FROM requests "
         "GROUP BY status"
     ):
