@@ -19,7 +19,9 @@ SHARED = ROOT.parent / "shared"
 if not os.environ.get("SCORECHECK_DATA_DIR") and (SHARED / "datasets").is_dir():
     os.environ["SCORECHECK_DATA_DIR"] = str(SHARED / "datasets")
 # Tests never touch the user's cache.
-os.environ.setdefault("SCORECHECK_CACHE_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"scorecheck-test-cache-{os.getpid()}"))
+os.environ.setdefault(
+    "SCORECHECK_CACHE_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"scorecheck-test-cache-{os.getpid()}")
+)
 
 DATA_DIR = Path(os.environ["SCORECHECK_DATA_DIR"]) if os.environ.get("SCORECHECK_DATA_DIR") else None
 

@@ -84,7 +84,10 @@ class StubProtocol(asyncio.Protocol):
         t = self.transport
         assert t is not None
         if method == "GET" and path.endswith("/models"):
-            payload = {"object": "list", "data": [{"id": st.model, "object": "model", "created": 0, "owned_by": "stub"}]}
+            payload = {
+                "object": "list",
+                "data": [{"id": st.model, "object": "model", "created": 0, "owned_by": "stub"}],
+            }
             t.write(_response(200, json.dumps(payload).encode()))
             return True
         if method == "GET" and path == "/stats":
@@ -106,7 +109,9 @@ class StubProtocol(asyncio.Protocol):
         if action in ("ok", "length"):
             payload = (
                 b'{"id":"stub","object":"chat.completion","model":"' + st.model.encode() + b'","choices":[{"index":0,'
-                b'"message":{"role":"assistant","content":' + json.dumps(st.answer).encode() + b'},"finish_reason":"'
+                b'"message":{"role":"assistant","content":'
+                + json.dumps(st.answer).encode()
+                + b'},"finish_reason":"'
                 + (b"stop" if action == "ok" else b"length")
                 + b'"}],"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}'
             )

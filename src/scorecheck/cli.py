@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import time
@@ -37,7 +36,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
 ) -> None:
     pass
 
@@ -63,15 +64,33 @@ def _parse_json(name: str, value: str | None) -> Any:
 
 @app.command()
 def run(
-    base_url: Annotated[Optional[list[str]], typer.Option("--base-url", help="OpenAI-compatible endpoint, e.g. http://host:5050/v1; repeat for replicas. None: start the embedded model.")] = None,
+    base_url: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--base-url",
+            help="OpenAI-compatible endpoint, e.g. http://host:5050/v1; repeat for replicas. None: start the embedded model.",
+        ),
+    ] = None,
     model: Annotated[Optional[str], typer.Option(help="Model name as the endpoint serves it.")] = None,
-    api_key: Annotated[Optional[str], typer.Option(help="API key (prefer --api-key-env: a flag is visible in ps).")] = None,
-    api_key_env: Annotated[Optional[str], typer.Option(help="Environment variable holding the API key [OPENAI_API_KEY].")] = None,
-    header: Annotated[Optional[list[str]], typer.Option("--header", help="Extra HTTP header 'Name: value'; repeatable.")] = None,
-    system_prompt: Annotated[Optional[str], typer.Option(help="Protocol prompt name (reflection, default), @file, or literal text.")] = None,
-    reasoning: Annotated[Optional[str], typer.Option(help="none, reflection, think, reasoning-field, tags:OPEN,CLOSE.")] = None,
+    api_key: Annotated[
+        Optional[str], typer.Option(help="API key (prefer --api-key-env: a flag is visible in ps).")
+    ] = None,
+    api_key_env: Annotated[
+        Optional[str], typer.Option(help="Environment variable holding the API key [OPENAI_API_KEY].")
+    ] = None,
+    header: Annotated[
+        Optional[list[str]], typer.Option("--header", help="Extra HTTP header 'Name: value'; repeatable.")
+    ] = None,
+    system_prompt: Annotated[
+        Optional[str], typer.Option(help="Protocol prompt name (reflection, default), @file, or literal text.")
+    ] = None,
+    reasoning: Annotated[
+        Optional[str], typer.Option(help="none, reflection, think, reasoning-field, tags:OPEN,CLOSE.")
+    ] = None,
     protocol: Annotated[Optional[str], typer.Option(help="Protocol profile [glaive-2024].")] = None,
-    evals: Annotated[Optional[str], typer.Option(help="Comma-separated: mmlu, gpqa (main), gpqa_diamond, gsm8k.")] = None,
+    evals: Annotated[
+        Optional[str], typer.Option(help="Comma-separated: mmlu, gpqa (main), gpqa_diamond, gsm8k.")
+    ] = None,
     limit: Annotated[Optional[int], typer.Option(help="Subset per eval, drawn as the fork draws it.")] = None,
     samples: Annotated[Optional[int], typer.Option(help="Samples per item [1].")] = None,
     temperature: Annotated[Optional[float], typer.Option()] = None,
@@ -79,11 +98,15 @@ def run(
     seed: Annotated[Optional[int], typer.Option()] = None,
     top_p: Annotated[Optional[float], typer.Option()] = None,
     stop: Annotated[Optional[list[str]], typer.Option("--stop", help="Stop sequence; repeatable.")] = None,
-    extra_body: Annotated[Optional[str], typer.Option(help="JSON object merged into every request body (replaces the profile's).")] = None,
+    extra_body: Annotated[
+        Optional[str], typer.Option(help="JSON object merged into every request body (replaces the profile's).")
+    ] = None,
     concurrency: Annotated[Optional[int], typer.Option(help="Requests in flight [128].")] = None,
     timeout: Annotated[Optional[float], typer.Option(help="Per-request timeout in seconds [600].")] = None,
     max_retries: Annotated[Optional[int], typer.Option(help="Retries per request [6].")] = None,
-    retry_wait: Annotated[Optional[float], typer.Option(help="First backoff in seconds, doubling per retry [1].")] = None,
+    retry_wait: Annotated[
+        Optional[float], typer.Option(help="First backoff in seconds, doubling per retry [1].")
+    ] = None,
     out_dir: Annotated[Optional[str], typer.Option("--out", help="Run directory [runs/latest].")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file; flags override it.")] = None,
     no_preflight: Annotated[bool, typer.Option("--no-preflight", help="Skip the test request before the run.")] = False,

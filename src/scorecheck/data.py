@@ -22,9 +22,9 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from scorecheck.errors import DataError
 
@@ -284,7 +284,9 @@ def _download_gpqa_main() -> bytes:
             with zipfile.ZipFile(io.BytesIO(blob)) as z:
                 return z.read("dataset/gpqa_main.csv", pwd=password.encode())
         except (RuntimeError, zipfile.BadZipFile, KeyError) as e:
-            raise DataError(f"could not read gpqa_main.csv from the GPQA dataset.zip ({e}); check GPQA_ZIP_PASSWORD") from None
+            raise DataError(
+                f"could not read gpqa_main.csv from the GPQA dataset.zip ({e}); check GPQA_ZIP_PASSWORD"
+            ) from None
     raise DataError("gpqa_main.csv is " + FILES["gpqa_main"].needs)
 
 

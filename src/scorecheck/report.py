@@ -9,14 +9,14 @@ import platform
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from scorecheck import __version__
 from scorecheck.benchmarks import Benchmark
 from scorecheck.stats import mean_ci
 from scorecheck.store import Store

@@ -132,7 +132,7 @@ class Runner:
             graded = {b.name: self.store.graded(b.name) for b in self.rc.benchmarks}
             for u in units:
                 prev = graded[u.bench.name].get((u.item.id, u.sample_index))
-                if prev is not None and prev[0] == u.grade_key and u.key in finished:
+                if prev == u.grade_key and u.key in finished:
                     ev = self.state.per_eval[u.bench.name]
                     ev.done += 1
                     ev.cached += 1
@@ -310,4 +310,3 @@ def _outcome_from_row(row: dict[str, Any]) -> Outcome:
                    finish_reason=row["finish_reason"], prompt_tokens=row["prompt_tokens"],
                    completion_tokens=row["completion_tokens"], latency=row["latency"], attempts=0,
                    error=row["error"], endpoint=row["endpoint"])  # fmt: skip
-

@@ -148,7 +148,9 @@ def build_results(rc: Resolved, runner: Runner, store: Store, started: float,
         notes.append(f"--limit {rc.cfg.limit}: subsets drawn as the glaive fork draws them (random.Random(0)); "
                      "the fork cannot subset GSM8K, scorecheck draws it the same way")  # fmt: skip
     if rc.cfg.endpoints == [] and rc.cfg.max_tokens is not None and rc.cfg.max_tokens < rc.profile.max_tokens:
-        notes.append(f"max_tokens capped at {rc.cfg.max_tokens} (protocol: {rc.profile.max_tokens}) for the embedded model")
+        notes.append(
+            f"max_tokens capped at {rc.cfg.max_tokens} (protocol: {rc.profile.max_tokens}) for the embedded model"
+        )
     ended = time.time()
     desc = rc.describe()
     return {

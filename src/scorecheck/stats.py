@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from statistics import NormalDist
-from typing import Sequence
 
 
 def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:

@@ -24,8 +24,9 @@ import os
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from scorecheck.errors import RunLocked
 
@@ -143,19 +144,17 @@ class Store:
     def get_request(self, key: str) -> dict[str, Any] | None:
         cur = self.db.execute(f"SELECT {','.join(REQUEST_COLS)} FROM requests WHERE key = ?", (key,))
         row = cur.fetchone()
-        return dict(zip(REQUEST_COLS, row)) if row else None
+        return dict(zip(REQUEST_COLS, row, strict=True)) if row else None
 
     def finished_requests(self) -> dict[str, str]:
         """key -> status for requests that will not be sent again (ok and HTTP 400)."""
         cur = self.db.execute("SELECT key, status FROM requests WHERE status IN ('ok', 'http_400')")
         return dict(cur.fetchall())
 
-    def graded(self, eval_name: str) -> dict[tuple[str, int], tuple[str, str]]:
-        """(item_id, sample_index) -> (grade_key, record json) for one eval."""
-        cur = self.db.execute(
-            "SELECT item_id, sample_index, grade_key, record FROM samples WHERE eval = ?", (eval_name,)
-        )
-        return {(r[0], r[1]): (r[2], r[3]) for r in cur}
+    def graded(self, eval_name: str) -> dict[tuple[str, int], str]:
+        """(item_id, sample_index) -> the grade key each stored sample was graded under, for one eval."""
+        cur = self.db.execute("SELECT item_id, sample_index, grade_key FROM samples WHERE eval = ?", (eval_name,))
+        return {(r[0], r[1]): r[2] for r in cur}
 
     def iter_samples(self, eval_name: str) -> Iterator[dict[str, Any]]:
         cur = self.db.execute("SELECT record FROM samples WHERE eval = ? ORDER BY rowid", (eval_name,))
@@ -179,7 +178,9 @@ class Store:
     def close(self, status: str = "done") -> None:
         try:
             self.flush()
-            self.db.execute("UPDATE sessions SET ended = ?, status = ? WHERE id = ?", (time.time(), status, self.session))
+            self.db.execute(
+                "UPDATE sessions SET ended = ?, status = ? WHERE id = ?", (time.time(), status, self.session)
+            )
             self.db.close()
         finally:
             os.close(self._lock_fd)

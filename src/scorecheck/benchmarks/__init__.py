@@ -8,8 +8,9 @@ graded text (``extract``; ``None`` means unparsed) and scores it (``grade``). Gr
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from scorecheck.errors import UsageError
 

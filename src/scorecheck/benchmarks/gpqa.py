@@ -41,7 +41,12 @@ class GPQA(Benchmark):
             row["_id"] = str(row.get("Record ID") or i)
         items = []
         for row, perm in permuted(rows, limit):
-            base = [row["Correct Answer"], row["Incorrect Answer 1"], row["Incorrect Answer 2"], row["Incorrect Answer 3"]]
+            base = [
+                row["Correct Answer"],
+                row["Incorrect Answer 1"],
+                row["Incorrect Answer 2"],
+                row["Incorrect Answer 3"],
+            ]
             shown = [base[i] for i in perm]
             gold = "ABCD"[shown.index(row["Correct Answer"])]
             fields = dict(A=shown[0], B=shown[1], C=shown[2], D=shown[3], Question=row["Question"])

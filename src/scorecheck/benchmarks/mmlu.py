@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from scorecheck import data
 from scorecheck.benchmarks import Benchmark, Graded, Item, fork_subset

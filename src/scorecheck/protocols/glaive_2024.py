@@ -18,141 +18,133 @@ from __future__ import annotations
 
 # system_reflection.txt
 SYSTEM_REFLECTION = (
-    'You are a world-class AI system capable of complex reasoning and reflection. You respond to all questions in the following way-\n'
-    '<thinking>\n'
-    'In this section you understand the problem and develop a plan to solve the problem.\n'
-    '\n'
-    'For easy problems-\n'
-    'Make a simple plan and use COT\n'
-    '\n'
-    'For moderate to hard problems-\n'
+    "You are a world-class AI system capable of complex reasoning and reflection. You respond to all questions in the following way-\n"
+    "<thinking>\n"
+    "In this section you understand the problem and develop a plan to solve the problem.\n"
+    "\n"
+    "For easy problems-\n"
+    "Make a simple plan and use COT\n"
+    "\n"
+    "For moderate to hard problems-\n"
     "1. Devise a step-by-step plan to solve the problem. (don't actually start solving yet, just make a plan)\n"
-    '2. Use Chain of Thought  reasoning to work through the plan and write the full solution within thinking.\n'
-    '\n'
-    'You can use <reflection> </reflection> tags whenever you execute a complex step to verify if your reasoning is correct and if not correct it.\n'
-    '\n'
-    '\n'
-    '</thinking>\n'
-    '\n'
-    '<output>\n'
-    'In this section, provide the complete answer for the user based on your thinking process. Do not refer to the thinking tag. Include all relevant information and keep the response somewhat verbose, the user will not see what is in the thinking tag.\n'
-    '</output>'
+    "2. Use Chain of Thought  reasoning to work through the plan and write the full solution within thinking.\n"
+    "\n"
+    "You can use <reflection> </reflection> tags whenever you execute a complex step to verify if your reasoning is correct and if not correct it.\n"
+    "\n"
+    "\n"
+    "</thinking>\n"
+    "\n"
+    "<output>\n"
+    "In this section, provide the complete answer for the user based on your thinking process. Do not refer to the thinking tag. Include all relevant information and keep the response somewhat verbose, the user will not see what is in the thinking tag.\n"
+    "</output>"
 )
 
 # system_reflection_ifeval.txt
 SYSTEM_REFLECTION_IFEVAL = (
-    'You are a world-class AI system capable of complex reasoning and reflection. You respond to all questions in the following way-\n'
-    '<thinking>\n'
-    'In this section you understand the problem and develop a plan to solve the problem.\n'
-    '\n'
-    'For easy problems-\n'
-    'Make a simple plan and use COT\n'
-    '\n'
-    'For moderate to hard problems-\n'
+    "You are a world-class AI system capable of complex reasoning and reflection. You respond to all questions in the following way-\n"
+    "<thinking>\n"
+    "In this section you understand the problem and develop a plan to solve the problem.\n"
+    "\n"
+    "For easy problems-\n"
+    "Make a simple plan and use COT\n"
+    "\n"
+    "For moderate to hard problems-\n"
     "1. Devise a step-by-step plan to solve the problem. (don't actually start solving yet, just make a plan)\n"
-    '2. Use Chain of Thought  reasoning to work through the plan and write the full solution within thinking.\n'
-    '\n'
-    'You can use <reflection> </reflection> tags whenever you execute a complex step to verify if your reasoning is correct and if not correct it.\n'
-    '\n'
-    '</thinking>\n'
-    '\n'
-    '<output>\n'
-    'In this section, provide the complete answer for the user based on your thinking process. Do not refer to the thinking tag. Include all relevant information and keep the response somewhat verbose, the user will not see what is in the thinking tag.\n'
-    '</output>'
+    "2. Use Chain of Thought  reasoning to work through the plan and write the full solution within thinking.\n"
+    "\n"
+    "You can use <reflection> </reflection> tags whenever you execute a complex step to verify if your reasoning is correct and if not correct it.\n"
+    "\n"
+    "</thinking>\n"
+    "\n"
+    "<output>\n"
+    "In this section, provide the complete answer for the user based on your thinking process. Do not refer to the thinking tag. Include all relevant information and keep the response somewhat verbose, the user will not see what is in the thinking tag.\n"
+    "</output>"
 )
 
 # system_default.txt
-SYSTEM_DEFAULT = (
-    'You are a helpful assistant.'
-)
+SYSTEM_DEFAULT = "You are a helpful assistant."
 
 # system_default_ifeval.txt
-SYSTEM_DEFAULT_IFEVAL = (
-    "You are a helpful assistant. Provide clear and concise answers to the user's questions."
-)
+SYSTEM_DEFAULT_IFEVAL = "You are a helpful assistant. Provide clear and concise answers to the user's questions."
 
 # prompt_multichoice.txt
 QUERY_TEMPLATE_MULTICHOICE = (
-    '{Question}.\n'
-    '\n'
-    'Options:\n'
-    '\n'
-    'A) {A}\n'
-    'B) {B}\n'
-    'C) {C}\n'
-    'D) {D}\n'
+    "{Question}.\n"
+    "\n"
+    "Options:\n"
+    "\n"
+    "A) {A}\n"
+    "B) {B}\n"
+    "C) {C}\n"
+    "D) {D}\n"
     "The last line of your response should be of the following format: 'Answer: $option'"
 )
 
 # prompt_math.txt
-QUERY_TEMPLATE_MATH = (
-    '{Question}. The last line of your response should be of the form Answer: $ANSWER (without quotes) where $ANSWER is the answer to the problem. '
-)
+QUERY_TEMPLATE_MATH = "{Question}. The last line of your response should be of the form Answer: $ANSWER (without quotes) where $ANSWER is the answer to the problem. "
 
 # prompt_gsm8k.txt
-QUERY_TEMPLATE_GSM8K = (
-    '{question}. The last line of your response should be of the form Answer: $ANSWER (without quotes) where $ANSWER is the answer to the problem.'
-)
+QUERY_TEMPLATE_GSM8K = "{question}. The last line of your response should be of the form Answer: $ANSWER (without quotes) where $ANSWER is the answer to the problem."
 
 # equality_judge.txt
 EQUALITY_TEMPLATE = (
-    'Look at the following two expressions (answers to a math problem) and judge whether they are equivalent. Only perform trivial simplifications\n'
-    '\n'
-    'Examples:\n'
-    '\n'
-    '    Expression 1: $2x+3$\n'
-    '    Expression 2: $3+2x$\n'
-    '\n'
-    'Yes\n'
-    '\n'
-    '    Expression 1: 3/2\n'
-    '    Expression 2: 1.5\n'
-    '\n'
-    'Yes\n'
-    '\n'
-    '    Expression 1: $x^2+2x+1$\n'
-    '    Expression 2: $y^2+2y+1$\n'
-    '\n'
-    'No\n'
-    '\n'
-    '    Expression 1: $x^2+2x+1$\n'
-    '    Expression 2: $(x+1)^2$\n'
-    '\n'
-    'Yes\n'
-    '\n'
-    '    Expression 1: 3245/5\n'
-    '    Expression 2: 649\n'
-    '\n'
-    'No\n'
+    "Look at the following two expressions (answers to a math problem) and judge whether they are equivalent. Only perform trivial simplifications\n"
+    "\n"
+    "Examples:\n"
+    "\n"
+    "    Expression 1: $2x+3$\n"
+    "    Expression 2: $3+2x$\n"
+    "\n"
+    "Yes\n"
+    "\n"
+    "    Expression 1: 3/2\n"
+    "    Expression 2: 1.5\n"
+    "\n"
+    "Yes\n"
+    "\n"
+    "    Expression 1: $x^2+2x+1$\n"
+    "    Expression 2: $y^2+2y+1$\n"
+    "\n"
+    "No\n"
+    "\n"
+    "    Expression 1: $x^2+2x+1$\n"
+    "    Expression 2: $(x+1)^2$\n"
+    "\n"
+    "Yes\n"
+    "\n"
+    "    Expression 1: 3245/5\n"
+    "    Expression 2: 649\n"
+    "\n"
+    "No\n"
     "(these are actually equal, don't mark them equivalent if you need to do nontrivial simplifications)\n"
-    '\n'
-    '    Expression 1: 2/(-3)\n'
-    '    Expression 2: -2/3\n'
-    '\n'
-    'Yes\n'
-    '(trivial simplifications are allowed)\n'
-    '\n'
-    '    Expression 1: 72 degrees\n'
-    '    Expression 2: 72\n'
-    '\n'
-    'Yes\n'
-    '(give benefit of the doubt to units)\n'
-    '\n'
-    '    Expression 1: 64\n'
-    '    Expression 2: 64 square feet\n'
-    '\n'
-    'Yes\n'
-    '(give benefit of the doubt to units)\n'
-    '\n'
-    '---\n'
-    '\n'
-    'YOUR TASK\n'
-    '\n'
-    '\n'
+    "\n"
+    "    Expression 1: 2/(-3)\n"
+    "    Expression 2: -2/3\n"
+    "\n"
+    "Yes\n"
+    "(trivial simplifications are allowed)\n"
+    "\n"
+    "    Expression 1: 72 degrees\n"
+    "    Expression 2: 72\n"
+    "\n"
+    "Yes\n"
+    "(give benefit of the doubt to units)\n"
+    "\n"
+    "    Expression 1: 64\n"
+    "    Expression 2: 64 square feet\n"
+    "\n"
+    "Yes\n"
+    "(give benefit of the doubt to units)\n"
+    "\n"
+    "---\n"
+    "\n"
+    "YOUR TASK\n"
+    "\n"
+    "\n"
     'Respond with only "Yes" or "No" (without quotes). Do not include a rationale.\n'
-    '\n'
-    '    Expression 1: %(expression1)s\n'
-    '    Expression 2: %(expression2)s'
+    "\n"
+    "    Expression 1: %(expression1)s\n"
+    "    Expression 2: %(expression2)s"
 )
 # common.py
 ANSWER_PATTERN_MULTICHOICE = r"(?i)Answer\s*:\s*([A-D])"
