@@ -12,11 +12,14 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from scorecheck.errors import UsageError
+
+if TYPE_CHECKING:
+    from scorecheck.benchmarks import Benchmark
 from scorecheck.protocols import Profile, get_profile
 from scorecheck.reasoning import ReasoningFormat, parse_format
 
@@ -140,12 +143,18 @@ class Resolved:
         body.update(extra)
         return body
 
-    def messages(self, user_prompt: str) -> list[dict[str, str]]:
+    def messages(self, user_prompt: str, bench: Benchmark | None = None) -> list[dict[str, str]]:
+        system = self.system_prompt
+        if bench is not None:
+            system = bench.system_prompt(self.system_prompt_name, system, self.profile)
         msgs = []
-        if self.system_prompt:
-            msgs.append({"role": "system", "content": self.system_prompt})
+        if system:
+            msgs.append({"role": "system", "content": system})
         msgs.append({"role": "user", "content": user_prompt})
         return msgs
+
+    def reasoning_for(self, bench: Benchmark) -> ReasoningFormat:
+        return bench.reasoning(self.reasoning, self.system_prompt_name)
 
     def api_key(self, ep: Endpoint, cli_key: str | None) -> str | None:
         return cli_key or os.environ.get(ep.api_key_env) or None

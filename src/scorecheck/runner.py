@@ -108,11 +108,11 @@ class Runner:
 
     def units(self) -> list[Unit]:
         ident = canonical(self.identity)
-        fmt = str(self.rc.reasoning)
         out = []
         for b in self.rc.benchmarks:
+            fmt = str(self.rc.reasoning_for(b))
             for item in self.items[b.name]:
-                messages = self.rc.messages(item.prompt)
+                messages = self.rc.messages(item.prompt, b)
                 for s in range(self.rc.cfg.samples):
                     key = request_key(self.model, ident, messages, self.sampling, s)
                     gk = hashlib.sha256(f"{key}|{fmt}|{b.name}|{GRADING_VERSION}".encode()).hexdigest()[:32]
@@ -253,18 +253,19 @@ class Runner:
                        error=out.error, flags=flags)  # fmt: skip
             return rec
         content = out.content if out.status == "ok" else ""  # HTTP 400: graded as the empty answer
-        split = self.rc.reasoning.apply(content, out.message)
+        fmt = self.rc.reasoning_for(u.bench)
+        split = fmt.apply(content, out.message)
         extracted = u.bench.extract(split.answer)
         flags["missing_tag"] = split.missing_tag
         flags["unparsed"] = extracted is None
         if extracted is not None and u.bench.worker_grader is not None:
             g = await asyncio.get_running_loop().run_in_executor(self._worker_pool(), u.bench.worker_grader,
-                                                                 u.item.gold, extracted)  # fmt: skip
+                                                                 u.item, extracted)  # fmt: skip
         else:
             g = u.bench.grade(u.item, extracted)
         rec.update(response=content, reasoning=split.reasoning if split.reasoning is not None else out.reasoning,
                    answer_text=split.answer, extracted=extracted, score=g.score, grader=g.grader,
-                   grader_detail=g.detail, flags=flags)  # fmt: skip
+                   grader_detail=g.detail, grade_info=g.info, reasoning_format=str(fmt), flags=flags)  # fmt: skip
         return rec
 
     def _worker_pool(self) -> ProcessPoolExecutor:

@@ -10,9 +10,13 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from scorecheck.errors import UsageError
+
+if TYPE_CHECKING:
+    from scorecheck.protocols import Profile
+    from scorecheck.reasoning import ReasoningFormat
 
 T = TypeVar("T")
 
@@ -30,6 +34,8 @@ class Graded:
     score: float
     grader: str
     detail: str = ""
+    info: dict[str, Any] | None = None
+    """Structured grading facts kept with the sample (e.g. per-instruction results, an exception type)."""
 
 
 class Benchmark:
@@ -38,8 +44,9 @@ class Benchmark:
     description: str = ""
     prompt_template: str = ""
     """The protocol's user-prompt template (its sha256 goes into results.json)."""
-    worker_grader: Callable[[str, str], Graded] | None = None
-    """A module-level function (picklable) run in a worker process; otherwise ``grade`` runs inline."""
+    worker_grader: Callable[[Item, str], Graded] | None = None
+    """A module-level function (picklable) run in a worker process for parsed answers; otherwise ``grade`` runs
+    inline. Unparsed answers (``extract`` returned None) always go to ``grade``."""
 
     def load(self, profile: str, limit: int | None) -> tuple[list[Item], dict[str, str]]:
         """Items in run order and the sha256 of each data file used."""
@@ -52,8 +59,18 @@ class Benchmark:
         raise NotImplementedError
 
     def aggregate(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """Extra metrics beyond the mean score (e.g. MMLU's macro average). Records are graded samples."""
+        """Extra metrics beyond the mean score (e.g. MMLU's macro average). Records are graded samples.
+        A returned ``score`` (with ``ci95``) replaces the plain mean, for evals whose headline is not one."""
         return {}
+
+    def system_prompt(self, name: str, text: str | None, profile: Profile) -> str | None:
+        """The system prompt this benchmark sends when the run asks for prompt ``name`` (resolved to ``text``).
+        A protocol may use its own copy for one benchmark (the fork's IFEval prompts)."""
+        return text
+
+    def reasoning(self, fmt: ReasoningFormat, system_prompt_name: str) -> ReasoningFormat:
+        """The reasoning format applied to this benchmark's responses when the run asks for ``fmt``."""
+        return fmt
 
 
 def fork_subset(examples: list[T], limit: int | None) -> list[T]:

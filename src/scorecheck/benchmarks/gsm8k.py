@@ -20,12 +20,16 @@ from scorecheck.protocols import glaive_2024 as P
 ANSWER_RE = re.compile(P.ANSWER_PATTERN)
 
 
+def grade_symbolic(item: Item, extracted: str) -> Graded:
+    return symbolic_equal(item.gold, extracted)
+
+
 class GSM8K(Benchmark):
     name = "gsm8k"
     data_keys = ("gsm8k",)
     description = "GSM8K 0-shot chat (1,319 problems), symbolic grader"
     prompt_template = P.QUERY_TEMPLATE_GSM8K
-    worker_grader = staticmethod(symbolic_equal)
+    worker_grader = staticmethod(grade_symbolic)
 
     def load(self, profile: str, limit: int | None) -> tuple[list[Item], dict[str, str]]:
         res = data.resolve("gsm8k")
