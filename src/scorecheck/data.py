@@ -52,6 +52,13 @@ def _gpqa_fingerprint(data: bytes) -> str:
     return f"{len(rows)}:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
+def _jsonl_fingerprint(data: bytes) -> str:
+    """Order-sensitive hash of the records of a JSONL file, whatever their serialisation."""
+    recs = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+    lines = [json.dumps(r, sort_keys=True, ensure_ascii=False) for r in recs]
+    return f"{len(recs)}:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class DataFile:
     key: str
@@ -112,6 +119,18 @@ FILES: dict[str, DataFile] = {
             SIMPLE_EVALS_BLOB + "math_test.csv",
             5000,
             "1835505d451a6f4b8bfdfe11b90bbd6676f382d2aa269acf8d3e4155947fe451",
+        ),
+        DataFile(
+            "math500",
+            "math/math500_test.jsonl",
+            "https://raw.githubusercontent.com/iamhankai/Forest-of-Thought/"
+            "97bdbabe6d7abd0a8fdeb6550ab197225b7ccfa2/datasets/math500/test.jsonl",
+            500,
+            "5f825781e98ae98d39711ce3f9d02ec06743e04b6f3b3cb256f4049079dfa491",
+            fingerprint="500:27d1435c1466f4fa5e1e94e9749d5eb4c295220bb9c28b50da5259e943db1150",
+            fingerprint_fn=_jsonl_fingerprint,
+            note="MATH-500 (prm800k math_splits/test.jsonl format); prm800k's own file re-serialises the same "
+            "records with other bytes, so it is accepted by a fingerprint of the records",
         ),
         DataFile(
             "humaneval",

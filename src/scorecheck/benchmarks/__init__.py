@@ -47,6 +47,12 @@ class Benchmark:
     worker_grader: Callable[[Item, str], Graded] | None = None
     """A module-level function (picklable) run in a worker process for parsed answers; otherwise ``grade`` runs
     inline. Unparsed answers (``extract`` returned None) always go to ``grade``."""
+    judge_capable: bool = False
+    """The protocol's LLM equality judge can grade this benchmark (``--grader judge|both``): it is asked whether
+    ``item.gold`` and the extracted answer are equivalent; ``worker_grader`` is then the symbolic grader."""
+    judge_unparsed: str | None = None
+    """What the judge is shown as the answer when extraction found nothing; ``None``: unparsed scores 0 without
+    asking the judge (the fork's GSM8K). MATH shows the string ``"None"``, as the fork's template did."""
 
     def load(self, profile: str, limit: int | None) -> tuple[list[Item], dict[str, str]]:
         """Items in run order and the sha256 of each data file used."""
@@ -81,13 +87,14 @@ def fork_subset(examples: list[T], limit: int | None) -> list[T]:
 
 
 def registry() -> dict[str, Benchmark]:
-    from scorecheck.benchmarks import gpqa, gsm8k, mmlu
+    from scorecheck.benchmarks import gpqa, gsm8k, math_eval, mmlu
 
-    benches: list[Benchmark] = [mmlu.MMLU(), gpqa.GPQA("main"), gpqa.GPQA("diamond"), gsm8k.GSM8K()]
+    benches: list[Benchmark] = [mmlu.MMLU(), gpqa.GPQA("main"), gpqa.GPQA("diamond"), gsm8k.GSM8K(), math_eval.MATH(),
+                                math_eval.MATH500()]  # fmt: skip
     return {b.name: b for b in benches}
 
 
-ALIASES = {"gpqa": "gpqa_main"}
+ALIASES = {"gpqa": "gpqa_main", "math500": "math_500"}
 
 
 def get_benchmarks(names: Sequence[str]) -> list[Benchmark]:

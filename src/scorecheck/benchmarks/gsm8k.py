@@ -3,7 +3,9 @@
 Extraction: the LAST match of ``(?i)Answer\\s*:\\s*([^\\n]+)`` with ``%`` removed; no match scores 0 (unparsed).
 Gold: the text after ``####``, stripped, ``%`` removed.
 Grade: the fork asked gpt-4-turbo-preview (temperature 0.5) whether gold and answer are equal; scorecheck's default
-is the deterministic symbolic grader (math-verify), run in a worker process where its timeouts work.
+is the deterministic symbolic grader (math-verify), run in a worker process where its timeouts work. ``--grader judge``
+asks the protocol's judge instead, ``--grader both`` runs both (grading/plan.py); unparsed answers score 0 without
+the judge in every mode, as in the fork.
 The fork cannot subset GSM8K; ``--limit n`` uses ``random.Random(0).sample(examples, n)`` as for the other evals.
 """
 
@@ -30,6 +32,7 @@ class GSM8K(Benchmark):
     description = "GSM8K 0-shot chat (1,319 problems), symbolic grader"
     prompt_template = P.QUERY_TEMPLATE_GSM8K
     worker_grader = staticmethod(grade_symbolic)
+    judge_capable = True
 
     def load(self, profile: str, limit: int | None) -> tuple[list[Item], dict[str, str]]:
         res = data.resolve("gsm8k")

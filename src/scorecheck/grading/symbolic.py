@@ -1,29 +1,57 @@
-"""Symbolic equality with math-verify, deterministic and free: scorecheck's default for GSM8K (and MATH).
+"""Symbolic equality with math-verify, deterministic and free: scorecheck's default grader for GSM8K and MATH.
 
-math-verify's timeouts use ``signal.alarm``, which only works in a process's main thread; the runner therefore
-calls :func:`symbolic_equal` in a worker process (whose tasks run on its main thread), never in a thread.
+math-verify's timeouts use ``signal.alarm``, which only works in a process's main thread (called from another
+thread it raises ``ValueError``, which a careless caller turns into a silent zero). The runner therefore calls
+:func:`symbolic_equal` in a worker process, whose tasks run on its main thread; scripts may call it on their main
+thread. Called from any other thread it raises :class:`RuntimeError` instead of grading without a timeout.
+
+How the two sides are parsed:
+- GSM8K (``latex_gold=False``): gold and answer as math-verify's defaults parse them (LaTeX, then plain expression).
+- MATH (``latex_gold=True``): the gold answer is the content of the solution's ``\\boxed{}``, so it is parsed as
+  ``\\boxed{gold}``. The extracted answer (the rest of the ``Answer:`` line) is parsed as written when it carries
+  its own math delimiters (``$``, ``\\(``, ``\\[``, ``\\boxed``), else as LaTeX between ``$ $`` (``\\frac{1}{2}``,
+  ``2, 3``), falling back to math-verify's defaults when that finds nothing.
 """
 
 from __future__ import annotations
 
+import threading
 from importlib.metadata import version
 
 from scorecheck.benchmarks import Graded
 
 TIMEOUT_S = 5
+"""Per parse and per comparison, as math-verify applies them (signal.alarm)."""
+
+_DELIMITERS = ("$", "\\(", "\\[", "\\boxed")
 
 
 def grader_name() -> str:
     return f"symbolic:math-verify=={version('math-verify')}"
 
 
-def symbolic_equal(gold: str, answer: str) -> Graded:
+def _parse_answer(answer: str, latex: bool):  # noqa: ANN202 (sympy objects)
+    from math_verify import parse
+
+    if latex and not any(d in answer for d in _DELIMITERS):
+        parsed = parse(f"${answer}$", parsing_timeout=TIMEOUT_S)
+        if parsed:
+            return parsed
+    return parse(answer, parsing_timeout=TIMEOUT_S)
+
+
+def symbolic_equal(gold: str, answer: str, latex_gold: bool = False) -> Graded:
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError(
+            "symbolic_equal must run on a main thread (math-verify's timeouts use signal.alarm); "
+            "call it in a worker process"
+        )
     from math_verify import parse, verify
 
     name = grader_name()
     try:
-        g = parse(gold, parsing_timeout=TIMEOUT_S)
-        a = parse(answer, parsing_timeout=TIMEOUT_S)
+        g = parse(f"\\boxed{{{gold}}}" if latex_gold else gold, parsing_timeout=TIMEOUT_S)
+        a = _parse_answer(answer, latex_gold)
         if not g:
             return Graded(0.0, name, "gold not parsed")
         if not a:

@@ -27,6 +27,11 @@ class Profile:
     """A request answered with HTTP 400 is graded as the empty response (the fork's BadRequestError branch)."""
     default_evals: tuple[str, ...] = ()
     grader: str = "symbolic"
+    """The grader that scores ``--grader both`` runs unless ``--score-by`` says otherwise (see grading/plan.py)."""
+    judge_model: str | None = None
+    """The protocol's LLM equality judge (``--grader judge|both``), its sampling, and the benchmarks it graded."""
+    judge_temperature: float = 0.5
+    judge_max_tokens: int = 1024
 
     def prompt_hashes(self) -> dict[str, str]:
         return {k: hashlib.sha256(v.encode()).hexdigest() for k, v in self.system_prompts.items()}
@@ -45,6 +50,9 @@ GLAIVE_2024 = Profile(
     max_tokens=glaive_2024.MAX_TOKENS,
     extra_body=dict(glaive_2024.EXTRA_BODY),
     default_evals=("mmlu", "gpqa", "gsm8k"),
+    judge_model=glaive_2024.JUDGE_MODEL,
+    judge_temperature=glaive_2024.JUDGE_TEMPERATURE,
+    judge_max_tokens=glaive_2024.JUDGE_MAX_TOKENS,
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (GLAIVE_2024,)}
