@@ -14,7 +14,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+
+
+def _shared() -> Path:
+    """../shared beside the checkout, or the parent of SCORECHECK_DATA_DIR when it is laid out like it."""
+    if os.environ.get("SCORECHECK_DATA_DIR"):
+        parent = Path(os.environ["SCORECHECK_DATA_DIR"]).resolve().parent
+        if (parent / "protocol").is_dir():
+            return parent
+    return ROOT.parent / "shared"
+
+
+SHARED = _shared()
 
 if not os.environ.get("SCORECHECK_DATA_DIR") and (SHARED / "datasets").is_dir():
     os.environ["SCORECHECK_DATA_DIR"] = str(SHARED / "datasets")

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import pytest
 
+from conftest import SHARED
 from scorecheck.errors import UsageError
 from scorecheck.protocols import GLAIVE_2024, PROFILES, get_profile
 from scorecheck.protocols import glaive_2024 as P
 
-PROTOCOL_DIR = Path(__file__).resolve().parents[2] / "shared" / "protocol" / "glaive-2024"
+PROTOCOL_DIR = SHARED / "protocol" / "glaive-2024"
 
 FILES = {
     "system_reflection.txt": "SYSTEM_REFLECTION",
