@@ -148,6 +148,48 @@ def load_config_file(path: Path | None) -> dict[str, Any]:
 
 
 @app.command()
+def grade(
+    eval_name: Annotated[str, typer.Option("--eval", help="The eval the responses answer: ifeval.")],
+    responses: Annotated[
+        Path, typer.Option(help="JSONL with 'prompt' and 'response' per line (as Google's IFEval tools write it).")
+    ],
+    protocol: Annotated[
+        str, typer.Option(help="Headline checker and default input file: reference (Google's) or glaive-2024.")
+    ] = "reference",
+    input_data: Annotated[
+        Optional[str], typer.Option(help="Input file: a data key (ifeval, ifeval_glaive) or a path [by protocol].")
+    ] = None,
+    exclude_key: Annotated[
+        Optional[list[str]], typer.Option("--exclude-key", help="Leave this input key out; repeatable.")
+    ] = None,
+    missing_as_empty: Annotated[
+        bool, typer.Option("--missing-as-empty", help="Grade input prompts with no response as empty responses.")
+    ] = False,
+    reasoning: Annotated[str, typer.Option(help="Reasoning format applied to each response first [none].")] = "none",
+    out_dir: Annotated[str, typer.Option("--out", help="Directory for results.json, samples.jsonl, summary.md.")] = (
+        "runs/grade"
+    ),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table.")] = False,
+) -> None:
+    """Grade responses produced anywhere, with both IFEval checkers; writes the same outputs as a run."""
+    try:
+        from scorecheck.offline import grade_responses
+        from scorecheck.report import print_table
+
+        results = grade_responses(eval_name.strip().lower(), responses, Path(out_dir), protocol=protocol,
+                                  input_data=input_data, exclude_keys=exclude_key, missing_as_empty=missing_as_empty,
+                                  reasoning=reasoning)  # fmt: skip
+    except ScorecheckError as e:
+        _fail(e)
+    if not quiet:
+        print_table(results, out)
+    else:
+        for n in results.get("notes") or []:
+            err.print(f"note: {n}", highlight=False, soft_wrap=True)
+    out.print(f"results in {out_dir}/ (results.json, samples.jsonl, summary.md)")
+
+
+@app.command()
 def serve(
     embedded: Annotated[bool, typer.Option("--embedded", help="Serve the embedded CPU model.")] = False,
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,

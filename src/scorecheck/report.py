@@ -61,7 +61,7 @@ def eval_result(bench: Benchmark, records: list[dict[str, Any]]) -> dict[str, An
         "graders": dict(graders),
         "failed_items": [r["item_id"] for r in records if (r.get("flags") or {}).get("failed")],
     }
-    extra = bench.aggregate(scored)
+    extra = bench.aggregate(records if bench.aggregate_failed else scored)
     if "micro" in extra:
         extra["micro"] = mean
     out.update(extra)
@@ -92,6 +92,8 @@ def _rows(results: dict[str, Any]) -> list[list[str]]:
             name, _fmt(r["score"]), f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "-", str(r["n"]),
             *(str(r["counts"][f]) for f in FLAGS),
         ])  # fmt: skip
+        for label, value, *n in r.get("summary_rows") or []:  # an eval's own sub-rows (IFEval: each checker's mean)
+            rows.append([f"{name} ({label})", "" if value is None else _fmt(value), "", *(n or [""]), *[""] * 5])
         if r.get("macro") is not None:
             mci = r.get("macro_ci95")
             rows.append([f"{name} (macro)", _fmt(r["macro"]), f"[{mci[0]:.4f}, {mci[1]:.4f}]" if mci else "-",

@@ -53,6 +53,9 @@ class Benchmark:
     judge_unparsed: str | None = None
     """What the judge is shown as the answer when extraction found nothing; ``None``: unparsed scores 0 without
     asking the judge (the fork's GSM8K). MATH shows the string ``"None"``, as the fork's template did."""
+    aggregate_failed: bool = False
+    """``aggregate`` receives every record, failed requests included (``score`` None), instead of graded ones only:
+    for evals that grade a failed request as the empty response rather than leave it out (IFEval)."""
 
     def load(self, profile: str, limit: int | None) -> tuple[list[Item], dict[str, str]]:
         """Items in run order and the sha256 of each data file used."""
@@ -87,10 +90,10 @@ def fork_subset(examples: list[T], limit: int | None) -> list[T]:
 
 
 def registry() -> dict[str, Benchmark]:
-    from scorecheck.benchmarks import gpqa, gsm8k, math_eval, mmlu
+    from scorecheck.benchmarks import gpqa, gsm8k, ifeval, math_eval, mmlu
 
     benches: list[Benchmark] = [mmlu.MMLU(), gpqa.GPQA("main"), gpqa.GPQA("diamond"), gsm8k.GSM8K(), math_eval.MATH(),
-                                math_eval.MATH500()]  # fmt: skip
+                                math_eval.MATH500(), ifeval.IFEval()]  # fmt: skip
     return {b.name: b for b in benches}
 
 

@@ -55,7 +55,18 @@ GLAIVE_2024 = Profile(
     judge_max_tokens=glaive_2024.JUDGE_MAX_TOKENS,
 )
 
-PROFILES: dict[str, Profile] = {p.name: p for p in (GLAIVE_2024,)}
+REFERENCE = Profile(
+    name="reference",
+    reference="the benchmarks' own reference scorers (google-research instruction_following_eval for IFEval)",
+    system_prompts={},
+    # The reference scorers prescribe no sampling; greedy with the glaive budget keeps runs comparable, and no
+    # vLLM-only extra body.
+    temperature=glaive_2024.TEMPERATURE,
+    max_tokens=glaive_2024.MAX_TOKENS,
+    default_evals=("ifeval",),
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (GLAIVE_2024, REFERENCE)}
 
 
 def get_profile(name: str) -> Profile:
