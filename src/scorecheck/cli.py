@@ -189,27 +189,6 @@ def grade(
     out.print(f"results in {out_dir}/ (results.json, samples.jsonl, summary.md)")
 
 
-@app.command()
-def serve(
-    embedded: Annotated[bool, typer.Option("--embedded", help="Serve the embedded CPU model.")] = False,
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    parallel: Annotated[int, typer.Option(help="Parallel slots.")] = 4,
-    ctx: Annotated[int, typer.Option(help="Context tokens per slot.")] = 4096,
-) -> None:
-    """Serve a model behind an OpenAI-compatible API until Ctrl-C."""
-    if not embedded:
-        _fail(UsageError("say what to serve: --embedded (vLLM serving comes with `scorecheck serve vllm`)"))
-    from scorecheck.embedded import MODEL_ALIAS, serve_forever
-    from scorecheck.errors import EndpointError
-
-    err.print(f"serving {MODEL_ALIAS} on http://{host}:{port}/v1 — Ctrl-C stops it")
-    try:
-        serve_forever(port, host, parallel, ctx)
-    except EndpointError as e:
-        _fail(e)
-
-
 @app.command("evals")
 def list_evals() -> None:
     """List the evals and protocols scorecheck knows."""
@@ -269,6 +248,15 @@ def data_fetch(
             raise typer.Exit(1)
     except ScorecheckError as e:
         _fail(e)
+
+
+def _register_ops() -> None:
+    from scorecheck import cli_ops
+
+    cli_ops.register(app)
+
+
+_register_ops()
 
 
 def entry() -> None:
