@@ -259,6 +259,15 @@ def _register_ops() -> None:
 _register_ops()
 
 
+def _register_compare() -> None:
+    from scorecheck import cli_compare
+
+    cli_compare.register(app)
+
+
+_register_compare()
+
+
 def entry() -> None:
     t0 = time.monotonic()
     try:
