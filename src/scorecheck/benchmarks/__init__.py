@@ -90,10 +90,10 @@ def fork_subset(examples: list[T], limit: int | None) -> list[T]:
 
 
 def registry() -> dict[str, Benchmark]:
-    from scorecheck.benchmarks import gpqa, gsm8k, ifeval, math_eval, mmlu
+    from scorecheck.benchmarks import gpqa, gsm8k, humaneval, ifeval, math_eval, mmlu
 
     benches: list[Benchmark] = [mmlu.MMLU(), gpqa.GPQA("main"), gpqa.GPQA("diamond"), gsm8k.GSM8K(), math_eval.MATH(),
-                                math_eval.MATH500(), ifeval.IFEval()]  # fmt: skip
+                                math_eval.MATH500(), ifeval.IFEval(), humaneval.HumanEval()]  # fmt: skip
     return {b.name: b for b in benches}
 
 

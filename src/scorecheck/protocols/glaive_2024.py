@@ -10,6 +10,7 @@ Every string below is protocol data, copied byte for byte from glaive-ai/simple-
 - QUERY_TEMPLATE_GSM8K: gsm_eval.py
 - EQUALITY_TEMPLATE: common.py (%(expression1)s = gold, %(expression2)s = extracted)
 - ANSWER_PATTERN_MULTICHOICE, ANSWER_PATTERN: common.py
+- INSTRUCTION_HUMANEVAL, CODE_PATTERN_HUMANEVAL, HUMANEVAL_TIMEOUT: humaneval_eval.py
 
 tests/test_protocol.py checks each against ../shared/protocol/glaive-2024/ by sha256.
 """
@@ -159,3 +160,10 @@ EXTRA_BODY = {"skip_special_tokens": False}
 JUDGE_MODEL = "gpt-4-turbo-preview"
 JUDGE_TEMPERATURE = 0.5
 JUDGE_MAX_TOKENS = 1024
+
+# HumanEval (humaneval_eval.py): the instruction put before each problem's prompt (one user message), the code
+# extraction (first match, DOTALL; no match: the whole response), and the execution timeout of openai/human-eval's
+# check_correctness as the fork called it (evaluate_functional_correctness's default, 3.0 s). One sample per task.
+INSTRUCTION_HUMANEVAL = "Complete the following code snippet, and always put python code in ```python markdown block. "
+CODE_PATTERN_HUMANEVAL = r"```python\n(.*?)```"
+HUMANEVAL_TIMEOUT = 3.0
