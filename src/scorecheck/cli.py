@@ -92,7 +92,9 @@ def run(
         Optional[str], typer.Option(help="Comma-separated: mmlu, gpqa (main), gpqa_diamond, gsm8k.")
     ] = None,
     limit: Annotated[Optional[int], typer.Option(help="Subset per eval, drawn as the fork draws it.")] = None,
-    samples: Annotated[Optional[int], typer.Option(help="Samples per item [1].")] = None,
+    samples: Annotated[
+        Optional[int], typer.Option("--samples", "--samples-per-task", help="Samples per item [1]; HumanEval: pass@k.")
+    ] = None,
     temperature: Annotated[Optional[float], typer.Option()] = None,
     max_tokens: Annotated[Optional[int], typer.Option()] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
