@@ -92,6 +92,7 @@ def drop_privileges(cfg):
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)  # from real root: every capability is cleared with it
+        libc.prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE: /proc/self stays the program's own, as in a normal process
         return
     if cfg["mode"] == "userns":
         try:
