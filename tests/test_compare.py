@@ -1,0 +1,250 @@
+"""scorecheck compare: the statistics against known cases and scipy, the table from two real runs of the embedded
+model, the outputs (Markdown, CSV, JSON, HTML) and HTML escaping of hostile model output."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from compare_fixtures import HOSTILE, make_run
+from scorecheck.compare import compare, write_reports
+from scorecheck.compare.html import script_json, to_html
+from scorecheck.compare.paired import bootstrap_diff, mcnemar_exact, paired_test
+from scorecheck.compare.references import load_reference, shipped
+from scorecheck.compare.render import to_csv, to_markdown
+from scorecheck.embedded import MODEL_ALIAS
+
+# --- statistics ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("b", "c", "p"),
+    [
+        (1, 9, 22 / 1024),  # 2 * (C(10,0) + C(10,1)) / 2^10
+        (0, 5, 2 / 32),  # 2 * C(5,0) / 2^5
+        (3, 10, 2 * (1 + 13 + 78 + 286) / 2**13),  # 2 * sum C(13, 0..3) / 2^13 = 0.09228515625
+        (5, 5, 1.0),
+        (0, 0, 1.0),  # no discordant pairs
+        (10, 1, 24 / 2048),  # symmetric in b and c: 2 * (1 + 11) / 2^11
+    ],
+)
+def test_mcnemar_exact_hand_computed(b, c, p):
+    assert mcnemar_exact(b, c) == pytest.approx(p, abs=1e-15)
+
+
+def test_mcnemar_exact_equals_scipy_binomtest():
+    from scipy.stats import binomtest
+
+    for b, c in [(0, 1), (2, 7), (12, 30), (45, 52), (100, 140), (700, 760), (3, 3), (0, 40)]:
+        assert mcnemar_exact(b, c) == pytest.approx(binomtest(b, b + c, 0.5).pvalue, rel=1e-9), (b, c)
+
+
+def test_paired_bootstrap_interval_covers_true_difference_in_simulation():
+    """Paired data with a known mean difference of 0.1: the 95% interval covers it in about 95% of simulations."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    sims, n, delta, covered = 200, 100, 0.1, 0
+    for i in range(sims):
+        x = rng.normal(0.5, 0.2, n)
+        y = x + delta + rng.normal(0, 0.3, n)
+        _, (lo, hi), _ = bootstrap_diff(x, y, resamples=500, seed=i)
+        covered += lo <= delta <= hi
+    assert 0.90 <= covered / sims <= 0.99, covered / sims
+
+
+def test_paired_bootstrap_p_value_and_determinism():
+    a = [0.2, 0.4, 0.6, 0.8] * 25
+    same = bootstrap_diff(a, a)
+    assert same[0] == 0 and same[2] == 1.0
+    b = [v + 0.3 for v in a]  # every pair differs by the same 0.3: interval is the point, p ~ 0
+    d, (lo, hi), p = bootstrap_diff(a, b)
+    assert d == pytest.approx(0.3) and lo == pytest.approx(0.3) and hi == pytest.approx(0.3) and p < 0.01
+    assert bootstrap_diff(a, [x * 1.1 for x in a], seed=3) == bootstrap_diff(a, [x * 1.1 for x in a], seed=3)
+
+
+def test_paired_test_chooses_the_test_and_pairs_only_common_items():
+    a = {f"q{i}": float(i % 2) for i in range(40)}
+    b = {f"q{i}": 1.0 for i in range(30)}  # ten items b never answered
+    p = paired_test("mmlu", "score", "A", "B", a, b)
+    assert p.n == 30 and p.test == "exact McNemar"
+    assert (p.a_only, p.b_only) == (0, 15)
+    assert p.p_value == pytest.approx(mcnemar_exact(0, 15)) and p.significant
+    frac = paired_test("ifeval", "score", "A", "B", {"x": 0.5, "y": 0.25}, {"x": 0.75, "y": 0.25})
+    assert frac.test.startswith("paired bootstrap") and frac.diff == pytest.approx(0.125)
+    none = paired_test("gsm8k", "score", "A", "B", {"x": 1.0}, {"y": 1.0})
+    assert none.n == 0 and none.p_value is None and not none.significant
+
+
+# --- references ------------------------------------------------------------------------------------------------------
+
+
+def test_shipped_references_hold_the_given_numbers():
+    assert set(shipped()) == {"seed", "glaive", "meta-llama-3.1-70b"}
+    seed = {c["eval"]: c for c in load_reference("seed")["claims"]}
+    assert seed["mmlu"]["value"] == 0.9227 and (seed["mmlu"]["k"], seed["mmlu"]["n"]) == (12957, 14042)
+    assert seed["gpqa_main"]["value"] == 0.5781 and seed["humaneval"]["value"] == 0.8719
+    assert seed["math"]["value"] == 0.6994 and seed["gsm8k"]["value"] == 0.9447
+    for c in seed.values():  # each 4-decimal value is its count, rounded (HumanEval's truncated)
+        assert abs(c["k"] / c["n"] - c["value"]) < 1e-4
+    glaive = {c["eval"]: c["value"] for c in load_reference("glaive")["claims"]}
+    assert glaive == pytest.approx({"mmlu": 0.899, "gpqa_main": 0.553, "humaneval": 0.91, "math": 0.797,
+                                    "gsm8k": 0.992, "ifeval": 0.9013})  # fmt: skip
+    meta = {c["label"]: (c["value"], c["shots"], c["average"]) for c in load_reference("meta-llama-3.1-70b")["claims"]}
+    assert meta["MMLU 5-shot"] == (0.836, 5, "macro") and meta["MMLU (CoT) 0-shot"] == (0.86, 0, "macro")
+    assert meta["gsm8k"][:2] == (0.951, 8) and meta["math"][0] == 0.68 and meta["gpqa_main"][0] == 0.467
+    assert meta["humaneval"][0] == 0.805 and meta["ifeval"][0] == 0.875
+
+
+def test_claims_unlike_protocol_and_subset_are_marked(tmp_path):
+    a = make_run(tmp_path / "a", "default", {"mmlu": 0.5, "gsm8k": 0.5}, n=30)
+    refs = [load_reference(n) for n in ("seed", "glaive", "meta-llama-3.1-70b")]
+    cmp = compare([a], references=refs)
+    kinds = {(c["reference"], c["label"]): (c["runs"]["a"] or {}).get("kind") for c in cmp.claims}
+    assert kinds[("seed", "mmlu")] == "subset"  # same protocol, but --limit
+    assert kinds[("glaive", "mmlu")] == "unlike protocol"
+    assert kinds[("meta-llama-3.1-70b", "MMLU 5-shot")] == "unlike protocol"
+    assert kinds[("seed", "humaneval")] is None  # not measured
+    md = to_markdown(cmp)
+    assert "UNLIKE PROTOCOL" in md and "shots 5 vs 0" in md
+
+
+# --- outputs from synthetic runs ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def synthetic(tmp_path):
+    a = make_run(tmp_path / "default", "default", {"mmlu": 0.4, "gpqa_main": 0.3}, n=40, seed=1, hostile=True)
+    b = make_run(tmp_path / "reflection", "reflection", {"mmlu": 0.8, "gpqa_main": 0.3}, n=40, seed=2,
+                 truncated_every=5)  # fmt: skip
+    return compare([a, b], references=[load_reference("seed")])
+
+
+def test_cells_paired_and_flags(synthetic):
+    cmp = synthetic
+    assert ("mmlu", "macro") in cmp.rows and cmp.rows[0] == ("mmlu", "score")
+    cell = cmp.cells[("mmlu", "score", "reflection")]
+    assert cell.n == 40 and cell.ci95 and cell.ci95[0] < cell.score < cell.ci95[1]
+    assert any("truncated" in p for p in cell.problems)  # 1 in 5 cut off: flagged
+    assert cmp.cells[("mmlu", "macro", "reflection")].problems  # a sub-score of a flagged cell is flagged too
+    paired = {p["eval"]: p for p in cmp.paired}
+    assert paired["mmlu"]["test"] == "exact McNemar" and paired["mmlu"]["n"] == 40
+    assert paired["mmlu"]["diff"] == pytest.approx(cell.score - cmp.cells[("mmlu", "score", "default")].score)
+
+
+def test_csv_json_markdown(synthetic, tmp_path):
+    written = write_reports(synthetic, markdown=tmp_path / "c.md", csv=tmp_path / "c.csv", json=tmp_path / "c.json",
+                            terminal=False)  # fmt: skip
+    assert set(written) == {"markdown", "csv", "json"}
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "c.csv").read_text())))
+    sections = {r["section"] for r in rows}
+    assert sections == {"cell", "paired", "claim"}
+    mm = [r for r in rows if r["section"] == "cell" and r["eval"] == "mmlu" and r["metric"] == "score"]
+    assert {r["config"] for r in mm} == {"default", "reflection"} and all(r["ci_low"] and r["n"] == "40" for r in mm)
+    doc = json.loads((tmp_path / "c.json").read_text())
+    assert [r["label"] for r in doc["runs"]] == ["default", "reflection"]
+    assert doc["rows"][0]["cells"]["default"]["ci95"] and doc["paired"][0]["p_value"] is not None
+    md = (tmp_path / "c.md").read_text()
+    assert "| mmlu |" in md and "exact McNemar" in md and "## Diagnostics" in md
+    assert "<script>" not in md  # model text never reaches Markdown unescaped (none does; labels are escaped)
+
+
+def test_html_escapes_hostile_output(synthetic):
+    page = to_html(synthetic, None)
+    head, _, rest = page.partition('<script type="application/json" id="scorecheck-data">')
+    data, _, tail = rest.partition("</script>")
+    # The data block holds no markup at all: every < > & is a JSON escape, so nothing can close it.
+    assert "<" not in data and ">" not in data and "onerror" in data
+    payload = json.loads(data)
+    responses = {s["resp"] for s in payload["samples"]}
+    assert set(HOSTILE) <= responses  # kept intact, as data
+    assert "onerror" not in head and "window.__pwned" not in head + tail
+    assert "Content-Security-Policy" in head
+    # The page script never writes model text as HTML.
+    assert "innerHTML" not in tail and "insertAdjacentHTML" not in tail and "document.write" not in tail
+
+
+def test_script_json_escapes_separators():
+    s = script_json({"x": "</script>\u2028&"})
+    assert "</" not in s and "\u2028" not in s and "&" not in s
+    assert json.loads(s) == {"x": "</script>\u2028&"}
+
+
+def test_missing_keys_never_crash(tmp_path):
+    run = tmp_path / "bare"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({"evals": {"humaneval": {"score": 0.5}, "ifeval": {
+        "score": 0.6, "n": 3, "prompt_strict": 0.5, "instruction_strict": 0.6, "prompt_loose": 0.6,
+        "instruction_loose": 0.7, "checker_difference": {"prompts_graded_differently": 1}}}}))  # fmt: skip
+    cmp = compare([run])
+    assert ("ifeval", "prompt-strict") in cmp.rows and ("ifeval", "instruction-loose") in cmp.rows
+    assert any("checkers disagree on 1" in p for p in cmp.cells[("ifeval", "score", "bare")].problems)
+    to_markdown(cmp), to_csv(cmp), to_html(cmp, None)
+
+
+def test_cli_errors(cli, tmp_path):
+    r = cli("compare", str(tmp_path / "nope"))
+    assert r.code != 0 and "no results.json" in r.err
+    r = cli("compare", str(make_run(tmp_path / "a", "x", {"mmlu": 0.5}, n=4)), "--reference", "nosuch")
+    assert r.code != 0 and "shipped references" in r.err
+
+
+# --- two real runs of the embedded model -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_runs(embedded, tmp_path_factory):
+    from conftest import run_cli
+
+    base = tmp_path_factory.mktemp("compare-runs")
+    dirs = []
+    for sp, extra in (("default", []), ("reflection", ["--reasoning", "reflection"])):
+        out = base / sp
+        r = run_cli("run", "--base-url", embedded.base_url, "--model", MODEL_ALIAS, "--evals", "mmlu,gsm8k",
+                    "--limit", "4", "--max-tokens", "24", "--system-prompt", sp, *extra, "--out", str(out), "-q")  # fmt: skip
+        assert r.code == 0, r.err
+        dirs.append(out)
+    return dirs
+
+
+@pytest.mark.slow
+def test_compare_two_real_runs(cli, real_runs, tmp_path):
+    html, png = tmp_path / "r.html", tmp_path / "r.png"
+    r = cli("compare", *map(str, real_runs), "-r", "seed", "--html", str(html), "--plot", str(png),
+            "--md", str(tmp_path / "r.md"), "--csv", str(tmp_path / "r.csv"), "--json", str(tmp_path / "r.json"),
+            env={"COLUMNS": "200"})  # fmt: skip
+    assert r.code == 0, r.err
+    for word in ("mmlu", "mmlu (macro)", "gsm8k", "n=4", "paired differences", "exact McNemar", "diagnostics",
+                 "truncated", "claimed numbers", "same protocol, subset"):  # fmt: skip
+        assert word in r.out, (word, r.out)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    page = html.read_text()
+    assert "Transcripts" in page and "data:image/png;base64," in page
+    doc = json.loads((tmp_path / "r.json").read_text())
+    cells = doc["rows"][0]["cells"]
+    assert set(cells) == {"default", "reflection"}
+    # 24 tokens: the tiny model is cut off, and the report says so instead of averaging it away.
+    assert all(c["counts"]["truncated"] > 0 and c["problems"] for c in cells.values())
+    paired = [p for p in doc["paired"] if p["eval"] == "mmlu"]
+    assert paired and paired[0]["n"] == 4 and 0 <= paired[0]["p_value"] <= 1
+    # every sample of both runs is in the transcript browser
+    data = page.split('id="scorecheck-data">')[1].split("</script>")[0]
+    assert len(json.loads(data)["samples"]) == sum(
+        len((d / "samples.jsonl").read_text().splitlines()) for d in real_runs
+    )
+
+
+def test_many_samples_page_builds_quickly(tmp_path):
+    """20,000 samples: the page is built in seconds and its data block stays a few MB."""
+    import time
+
+    a = make_run(tmp_path / "a", "default", {"mmlu": 0.5}, n=10_000, seed=1)
+    b = make_run(tmp_path / "b", "reflection", {"mmlu": 0.6}, n=10_000, seed=2)
+    t0 = time.monotonic()
+    cmp = compare([a, b], resamples=500)
+    page = to_html(cmp, None)
+    assert time.monotonic() - t0 < 30
+    assert page.count('"r":') == 20_000 and len(page) < 20_000_000

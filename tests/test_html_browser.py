@@ -1,0 +1,100 @@
+"""The HTML report in a real headless Chromium (Debian's /usr/bin/chromium driven by Playwright): the page renders, a
+filter changes the visible rows, a hostile sample runs no script. A screenshot is kept as a test artifact."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from compare_fixtures import HOSTILE, make_run
+from scorecheck.compare import compare
+from scorecheck.compare.html import to_html
+from scorecheck.compare.plot import plot_png
+
+CHROMIUM = Path(os.environ.get("SCORECHECK_CHROMIUM", "/usr/bin/chromium"))
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+ARTIFACTS = Path(os.environ.get("SCORECHECK_TEST_ARTIFACTS", Path(tempfile.gettempdir()) / "scorecheck-test-artifacts"))
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent: apt-get install -y chromium")
+
+
+@pytest.fixture(scope="module")
+def page_file(tmp_path_factory):
+    base = tmp_path_factory.mktemp("browser")
+    a = make_run(base / "default", "default", {"mmlu": 0.4, "gsm8k": 0.5}, n=120, seed=1, hostile=True)
+    b = make_run(base / "reflection", "reflection", {"mmlu": 0.7, "gsm8k": 0.5}, n=120, seed=2, truncated_every=7)
+    cmp = compare([a, b])
+    path = base / "report.html"
+    path.write_text(to_html(cmp, plot_png(cmp)), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield b
+        b.close()
+
+
+def test_report_renders_filters_and_runs_no_hostile_script(browser, page_file):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    # A hostile sample must not run: count any script execution it would cause, and any dialog it would open.
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(page_file.as_uri())
+    page.wait_for_selector("body[data-ready='1']", timeout=15_000)
+    assert errors == []
+    assert page.locator("#scores tr").count() >= 4  # header, mmlu, mmlu (macro), gsm8k
+    assert page.locator("#chart").evaluate("img => img.naturalWidth") > 100
+    rows = page.locator("#rows tr.sample")
+    assert rows.count() == 50  # first page of 480 samples
+    assert "of 480 samples" in page.text_content("#count")
+
+    page.select_option("#f-status", "truncated")
+    truncated = page.text_content("#count")
+    assert "of 480" not in truncated and 0 < rows.count() < 50
+    assert all("truncated" in t for t in rows.locator("td:nth-child(7)").all_text_contents())
+
+    page.select_option("#f-status", "")
+    page.select_option("#f-a", "1")  # right with reflection
+    page.select_option("#f-b", "0")  # wrong with default
+    shown = int(page.text_content("#count").split(" of ")[1].split()[0])
+    assert 0 < shown < 240  # some, not all, of default's 240 samples
+    assert set(rows.locator("td:nth-child(1)").all_text_contents()) == {"default"}
+    page.select_option("#f-a", "")
+    page.select_option("#f-b", "")
+
+    # The hostile responses are findable by text search, shown as text, and run nothing when opened.
+    page.fill("#f-q", "onerror")
+    expect(page.locator("#count")).to_contain_text(" of 2 samples")  # one per eval
+    rows.first.click()
+    pre = page.locator("tr.detail pre").nth(1)
+    assert pre.text_content() == HOSTILE[1]
+    assert page.locator("tr.detail img").count() == 0
+    page.fill("#f-q", "script")
+    expect(page.locator("#count")).to_contain_text(" of 4 samples")
+    for i in range(rows.count()):
+        rows.nth(i).click()
+    assert page.locator("#rows script, #rows img, #rows svg").count() == 0
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.__pwned") is None and dialogs == [] and errors == []
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "compare-report.png"
+    page.fill("#f-q", "")
+    page.wait_for_timeout(300)
+    rows.first.click()
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"screenshot: {shot}")
+    assert shot.stat().st_size > 10_000
+    page.close()
