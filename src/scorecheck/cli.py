@@ -62,6 +62,15 @@ def _parse_json(name: str, value: str | None) -> Any:
         raise UsageError(f"{name}: not valid JSON ({e})") from None
 
 
+GRADER_HELP = (
+    "How MATH and GSM8K are graded: symbolic (math-verify), judge (the protocol's LLM judge), both [symbolic]."
+)
+SCORE_BY_HELP = "With --grader both: the grader that gives the score, symbolic or judge [symbolic]."
+JUDGE_URL_HELP = "The judge's OpenAI-compatible endpoint [https://api.openai.com/v1]; 'embedded': the embedded model."
+JUDGE_MODEL_HELP = "The judge model [the protocol's: gpt-4-turbo-preview]."
+JUDGE_KEY_HELP = "Environment variable holding the judge's API key [OPENAI_API_KEY]."
+
+
 @app.command()
 def run(
     base_url: Annotated[
@@ -113,6 +122,11 @@ def run(
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file; flags override it.")] = None,
     no_preflight: Annotated[bool, typer.Option("--no-preflight", help="Skip the test request before the run.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    grader: Annotated[Optional[str], typer.Option(help=GRADER_HELP)] = None,
+    score_by: Annotated[Optional[str], typer.Option(help=SCORE_BY_HELP)] = None,
+    judge_url: Annotated[Optional[str], typer.Option(help=JUDGE_URL_HELP)] = None,
+    judge_model: Annotated[Optional[str], typer.Option(help=JUDGE_MODEL_HELP)] = None,
+    judge_api_key_env: Annotated[Optional[str], typer.Option(help=JUDGE_KEY_HELP)] = None,
 ) -> None:
     """Evaluate a model; the same command again resumes an interrupted run."""
     try:
@@ -122,7 +136,8 @@ def run(
             limit=limit, samples=samples, temperature=temperature, max_tokens=max_tokens, seed=seed, top_p=top_p,
             stop=stop or None, extra_body=_parse_json("--extra-body", extra_body), concurrency=concurrency,
             timeout=timeout, max_retries=max_retries, retry_wait=retry_wait, out=out_dir,
-            preflight=False if no_preflight else None,
+            preflight=False if no_preflight else None, grader=grader, score_by=score_by, judge_url=judge_url,
+            judge_model=judge_model, judge_api_key_env=judge_api_key_env,
         )  # fmt: skip
         if base_url:
             headers = _parse_headers(header)
@@ -136,6 +151,32 @@ def run(
         from scorecheck.session import execute
 
         code = execute(cfg, api_key=api_key, show_progress=not quiet, console=out, err=err)
+    except ScorecheckError as e:
+        _fail(e)
+    raise typer.Exit(code)
+
+
+@app.command()
+def regrade(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (with store.sqlite and config.json).")],
+    grader: Annotated[Optional[str], typer.Option(help=GRADER_HELP)] = None,
+    score_by: Annotated[Optional[str], typer.Option(help=SCORE_BY_HELP)] = None,
+    judge_url: Annotated[Optional[str], typer.Option(help=JUDGE_URL_HELP)] = None,
+    judge_model: Annotated[Optional[str], typer.Option(help=JUDGE_MODEL_HELP)] = None,
+    judge_api_key_env: Annotated[Optional[str], typer.Option(help=JUDGE_KEY_HELP)] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="Judge requests in flight [the run's].")] = None,
+    no_preflight: Annotated[bool, typer.Option("--no-preflight", help="Skip the judge's test request.")] = False,
+) -> None:
+    """Grade a finished run again (another grader, or this version's grading) without a single request to the model;
+    the result goes to RUN_DIR/regrade-<grader>-<time>/, beside the run's own."""
+    try:
+        overrides: dict[str, Any] = dict(
+            grader=grader or "symbolic", score_by=score_by, judge_url=judge_url, judge_model=judge_model,
+            judge_api_key_env=judge_api_key_env, concurrency=concurrency, preflight=False if no_preflight else None,
+        )  # fmt: skip
+        from scorecheck.session import regrade as do_regrade
+
+        code, _ = do_regrade(run_dir, overrides, console=out, err=err)
     except ScorecheckError as e:
         _fail(e)
     raise typer.Exit(code)

@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -20,6 +20,7 @@ from scorecheck.errors import UsageError
 
 if TYPE_CHECKING:
     from scorecheck.benchmarks import Benchmark
+    from scorecheck.grading.plan import GradingPlan
 from scorecheck.protocols import Profile, get_profile
 from scorecheck.reasoning import ReasoningFormat, parse_format
 
@@ -73,6 +74,25 @@ class RunConfig(BaseModel):
     embedded_parallel: int = Field(default=4, ge=1)
     embedded_ctx: int = Field(default=4096, ge=256)
     """Context per parallel slot of the embedded model."""
+    grader: Literal["symbolic", "judge", "both"] = "symbolic"
+    """How judge-capable evals (MATH, GSM8K) are graded; see grading/plan.py."""
+    score_by: Literal["symbolic", "judge"] | None = None
+    """With grader = both: which grader gives the score [the profile's: symbolic]."""
+    judge_url: str | None = None
+    """The judge's OpenAI-compatible endpoint [https://api.openai.com/v1]; ``embedded``: the embedded model."""
+    judge_model: str | None = None
+    """The judge model [the profile's: gpt-4-turbo-preview]."""
+    judge_api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the judge's API key (its value is never written anywhere)."""
+
+    @field_validator("judge_url")
+    @classmethod
+    def _judge_url(cls, v: str | None) -> str | None:
+        if v is None or v == "embedded":
+            return v
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"judge_url must start with http:// or https:// (or be 'embedded'), got {v!r}")
+        return v.rstrip("/")
 
     @field_validator("evals", mode="before")
     @classmethod
@@ -159,6 +179,32 @@ class Resolved:
     def api_key(self, ep: Endpoint, cli_key: str | None) -> str | None:
         return cli_key or os.environ.get(ep.api_key_env) or None
 
+    def grading(self) -> GradingPlan:
+        """The grader choice for judge-capable evals, with the profile's defaults filled in."""
+        from scorecheck.grading.judge import judge_sampling
+        from scorecheck.grading.plan import DEFAULT_JUDGE_URL, GradingPlan
+
+        c, p = self.cfg, self.profile
+        if c.grader == "symbolic" and c.score_by == "judge":
+            raise UsageError("--score-by judge needs --grader judge or both")
+        if c.grader == "judge" and c.score_by == "symbolic":
+            raise UsageError("--score-by symbolic needs --grader symbolic or both")
+        score_by = c.score_by or (c.grader if c.grader != "both" else p.grader)
+        if c.grader == "symbolic":
+            return GradingPlan("symbolic", "symbolic")
+        model = c.judge_model or p.judge_model
+        if c.judge_url == "embedded" and not c.judge_model:
+            from scorecheck.embedded import MODEL_ALIAS
+
+            model = MODEL_ALIAS
+        if not model:
+            raise UsageError(f"protocol {p.name} names no judge model; give --judge-model")
+        return GradingPlan(c.grader, score_by, c.judge_url or DEFAULT_JUDGE_URL, model, c.judge_api_key_env,
+                           judge_sampling(p.judge_temperature, p.judge_max_tokens))  # fmt: skip
+
+    def judge_api_key(self) -> str | None:
+        return os.environ.get(self.cfg.judge_api_key_env) or None
+
     def describe(self) -> dict[str, Any]:
         """The resolved configuration as recorded in the run directory (no secrets)."""
         d = self.cfg.model_dump()
@@ -170,6 +216,8 @@ class Resolved:
         d["reasoning"] = str(self.reasoning)
         d["sampling"] = self.sampling()
         d["evals"] = [b.name for b in self.benchmarks]
+        if any(b.judge_capable for b in self.benchmarks):
+            d["grading"] = self.grading().describe()
         for ep in d["endpoints"]:
             ep["headers"] = {k: "***" if SECRET_HEADER.search(k) else v for k, v in ep["headers"].items()}
         return d

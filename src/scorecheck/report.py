@@ -65,6 +65,13 @@ def eval_result(bench: Benchmark, records: list[dict[str, Any]]) -> dict[str, An
     if "micro" in extra:
         extra["micro"] = mean
     out.update(extra)
+    if any(r.get("grades") for r in records):  # --grader judge|both (grading/plan.py)
+        from scorecheck.grading.plan import agreement
+
+        out["judge_failed_items"] = [r["item_id"] for r in records if (r.get("flags") or {}).get("judge_failed")]
+        ag = agreement(records)
+        if ag is not None:
+            out["grader_agreement"] = ag
     return out
 
 

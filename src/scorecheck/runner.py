@@ -7,24 +7,36 @@ is already in the store is never sent again; a sample already graded under the s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import multiprocessing
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from scorecheck.benchmarks import Benchmark, Item
+from scorecheck.benchmarks import Benchmark, Graded, Item
 from scorecheck.client import ChatClient, EndpointState, Outcome, find_model, model_identity
 from scorecheck.config import Resolved
 from scorecheck.errors import EndpointError, RunAborted
+from scorecheck.grading.judge import judge_messages, judge_says_yes
+from scorecheck.grading.plan import GradingPlan
 from scorecheck.store import Store, canonical, request_key
 
 GRADING_VERSION = "1"
 """Bump when extraction or grading code changes what a stored response scores."""
+
+WORKER_GRADE_TIMEOUT_S = 120.0
+"""A worker-process grade that takes longer (math-verify's own signal.alarm timeouts did not fire, e.g. stuck in C
+code) scores 0 with the reason, and the worker pool is replaced."""
+
+JUDGE_EVAL = "judge"
+"""The ``eval`` column of judge requests in the store (their item_id is ``<eval>/<item id>``)."""
 
 
 @dataclass
@@ -53,6 +65,8 @@ class RunState:
     first_outcomes: list[str] = field(default_factory=list)
     per_eval: dict[str, EvalProgress] = field(default_factory=dict)
     aborted: str | None = None
+    judge_outcomes: Counter[str] = field(default_factory=Counter)
+    judge_first: list[str] = field(default_factory=list)
 
 
 class Runner:
@@ -71,6 +85,17 @@ class Runner:
         self.items: dict[str, list[Item]] = {}
         self._pool: ProcessPoolExecutor | None = None
         self._inflight_keys: dict[str, asyncio.Future[Outcome]] = {}
+        self.grading: GradingPlan = rc.grading()
+        self.judge_endpoint: EndpointState | None = None
+        """Set by the session when a judge-capable eval is graded by the judge."""
+        self.judge_identity: dict[str, Any] = {}
+        self.judge_models_answer: dict[str, Any] = {}
+        self._judge_client: ChatClient | None = None
+        self._finished: dict[str, str] = {}
+
+    @property
+    def needs_judge(self) -> bool:
+        return self.grading.uses_judge and any(b.judge_capable for b in self.rc.benchmarks)
 
     # -- setup -----------------------------------------------------------------------------------------------
     def load_data(self) -> None:
@@ -106,23 +131,69 @@ class Runner:
         if out.status != "ok":
             raise EndpointError(f"a test request to the endpoint failed: {out.error}")
 
+    async def preflight_judge(self, client: ChatClient) -> None:
+        """The judge endpoint must list the judge model; one short request must succeed (when preflight is on)."""
+        ep = self.judge_endpoint
+        assert ep is not None
+        model = self.grading.judge_model
+        models = await client.list_models(ep)
+        entry = find_model(models, model or "")
+        if entry is None:
+            names = ", ".join(str(m.get("id")) for m in models.get("data") or []) or "none"
+            raise EndpointError(f"judge endpoint {ep.base_url} does not serve model {model!r} (it lists: {names})")
+        self.judge_identity = model_identity(entry)
+        self.judge_models_answer = {ep.base_url: models}
+        if not self.rc.cfg.preflight:
+            return
+        body = {"model": model, "messages": [{"role": "user", "content": "Reply with Yes."}],
+                **self.grading.judge_sampling, "max_tokens": 1}  # fmt: skip
+        out = await client.complete(body)
+        if out.status != "ok":
+            raise EndpointError(f"a test request to the judge endpoint failed: {out.error}")
+
+    def grade_key(self, bench: Benchmark, key: str) -> str:
+        fmt = str(self.rc.reasoning_for(bench))
+        base = f"{key}|{fmt}|{bench.name}|{GRADING_VERSION}"
+        if bench.judge_capable:
+            base += "|" + self.grading.signature(self.judge_identity if self.grading.uses_judge else None)
+        return hashlib.sha256(base.encode()).hexdigest()[:32]
+
     def units(self) -> list[Unit]:
         ident = canonical(self.identity)
         out = []
         for b in self.rc.benchmarks:
-            fmt = str(self.rc.reasoning_for(b))
             for item in self.items[b.name]:
                 messages = self.rc.messages(item.prompt, b)
                 for s in range(self.rc.cfg.samples):
                     key = request_key(self.model, ident, messages, self.sampling, s)
-                    gk = hashlib.sha256(f"{key}|{fmt}|{b.name}|{GRADING_VERSION}".encode()).hexdigest()[:32]
-                    out.append(Unit(b, item, s, messages, key, gk))
+                    out.append(Unit(b, item, s, messages, key, self.grade_key(b, key)))
         return out
+
+    @contextlib.asynccontextmanager
+    async def _judge_session(self):  # noqa: ANN202
+        """A client for the judge endpoint, preflighted, for the duration of a run or regrade."""
+        if not self.needs_judge:
+            yield None
+            return
+        if self.judge_endpoint is None:
+            raise EndpointError("this run grades with the judge but no judge endpoint was set up")
+        cfg = self.rc.cfg
+        async with ChatClient([self.judge_endpoint], cfg.concurrency, cfg.timeout, cfg.max_retries,
+                              cfg.retry_wait) as jc:  # fmt: skip
+            await self.preflight_judge(jc)
+            self._judge_client = jc
+            try:
+                yield jc
+            finally:
+                self._judge_client = None
 
     # -- the run ---------------------------------------------------------------------------------------------
     async def run(self) -> RunState:
         cfg = self.rc.cfg
-        async with ChatClient(self.endpoints, cfg.concurrency, cfg.timeout, cfg.max_retries, cfg.retry_wait) as client:
+        async with (
+            ChatClient(self.endpoints, cfg.concurrency, cfg.timeout, cfg.max_retries, cfg.retry_wait) as client,
+            self._judge_session(),
+        ):
             await self.preflight(client)
             units = self.units()
             finished = self.store.finished_requests()
@@ -161,6 +232,49 @@ class Runner:
             raise RunAborted(self.state.aborted)
         return self.state
 
+    async def regrade(self) -> dict[str, list[dict[str, Any]]]:
+        """Grade every stored sample of the run again under this runner's grading (``scorecheck regrade``).
+
+        Reads the stored responses; sends no request to the model (there is no model client at all). Judge requests,
+        when the grading uses the judge, are stored and reused like any request. The run's own samples are left as
+        they were. Returns the new records per eval, in stored order; a sample whose model request failed is kept
+        as it was (there is nothing to grade)."""
+        self._finished = self.store.finished_requests()
+        todo: deque[tuple[int, Benchmark, Item, dict[str, Any]]] = deque()
+        slots: dict[str, list[dict[str, Any]]] = {}
+        for b in self.rc.benchmarks:
+            items = {it.id: it for it in self.items[b.name]}
+            old = list(self.store.iter_samples(b.name))
+            slots[b.name] = old
+            for i, rec in enumerate(old):
+                if rec["item_id"] in items:
+                    todo.append((i, b, items[rec["item_id"]], rec))
+
+        async def worker() -> None:
+            while todo and not self.state.aborted:
+                i, b, item, old = todo.popleft()
+                row = self.store.get_request(old["request_key"]) if old.get("request_key") else None
+                if row is None or row["status"] not in ("ok", "http_400"):
+                    continue
+                u = Unit(b, item, old["sample_index"], [], old["request_key"], "")
+                slots[b.name][i] = await self._grade(u, _outcome_from_row(row))
+
+        stop = asyncio.Event()
+        flusher = asyncio.create_task(self._flush_loop(stop, None))
+        try:
+            async with self._judge_session():
+                n = min(self.rc.cfg.concurrency, max(1, len(todo)))
+                await asyncio.gather(*(worker() for _ in range(n)))
+        finally:
+            stop.set()
+            await flusher
+            self.store.flush()
+            if self._pool is not None:
+                self._pool.shutdown(cancel_futures=True)
+        if self.state.aborted:
+            raise RunAborted(self.state.aborted)
+        return slots
+
     async def _flush_loop(self, stop: asyncio.Event, progress: Progress | None) -> None:
         while not stop.is_set():
             try:
@@ -178,7 +292,10 @@ class Runner:
             if out is None:
                 continue
             rec = await self._grade(u, out)
-            self.store.put_sample(u.bench.name, u.item.id, u.sample_index, u.grade_key, u.key, rec["score"], rec)
+            # A sample whose judge request failed is stored under a grade key that never matches: a rerun grades it
+            # again (the judge request is retried, the model request is not).
+            gk = "judge-failed" if rec["flags"].get("judge_failed") else u.grade_key
+            self.store.put_sample(u.bench.name, u.item.id, u.sample_index, gk, u.key, rec["score"], rec)
             ev = self.state.per_eval[u.bench.name]
             ev.done += 1
             if out.attempts:
@@ -188,30 +305,31 @@ class Runner:
 
     async def _obtain(self, client: ChatClient, u: Unit) -> Outcome | None:
         """The stored answer, the answer of an identical request in flight, or a new one."""
-        if u.key in self._finished:
-            row = self.store.get_request(u.key)
-            if row is None and self.store.pending():  # answered this session, still in the write buffer
-                self.store.flush()
-                row = self.store.get_request(u.key)
-            if row is not None and row["status"] in ("ok", "http_400"):
-                return _outcome_from_row(row)
-        shared = self._inflight_keys.get(u.key)
+        stored = self._stored(u.key)  # answered earlier, or this session (then maybe still in the write buffer)
+        if stored is not None:
+            return stored
+        body = {"model": self.model, "messages": u.messages, **self.sampling}
+        return await self._send(client, u.key, body, u.bench.name, u.item.id, u.sample_index, self._watch)
+
+    async def _send(self, client: ChatClient, key: str, body: dict[str, Any], eval_name: str, item_id: str,
+                    sample_index: int, watch: Callable[[Outcome], None]) -> Outcome:  # fmt: skip
+        """Send one request (or wait for the identical one in flight), store its outcome and ``watch`` it."""
+        shared = self._inflight_keys.get(key)
         if shared is not None:
             return await shared
         fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._inflight_keys[u.key] = fut
-        body = {"model": self.model, "messages": u.messages, **self.sampling}
+        self._inflight_keys[key] = fut
         try:
-            out = await client.complete(body, on_send=lambda: self.store.put_send(u.key, "sent"))
+            out = await client.complete(body, on_send=lambda: self.store.put_send(key, "sent"))
         except BaseException as e:
             fut.cancel()
-            self._inflight_keys.pop(u.key, None)
+            self._inflight_keys.pop(key, None)
             raise e
         fut.set_result(out)
-        self._inflight_keys.pop(u.key, None)
+        self._inflight_keys.pop(key, None)
         self.store.put_request(
             {
-                "key": u.key, "eval": u.bench.name, "item_id": u.item.id, "sample_index": u.sample_index,
+                "key": key, "eval": eval_name, "item_id": item_id, "sample_index": sample_index,
                 "status": out.status, "request": canonical(body), "response": out.response, "content": out.content,
                 "reasoning": out.reasoning, "finish_reason": out.finish_reason, "prompt_tokens": out.prompt_tokens,
                 "completion_tokens": out.completion_tokens, "latency": out.latency, "attempts": out.attempts,
@@ -219,9 +337,34 @@ class Runner:
             }
         )  # fmt: skip
         if out.status in ("ok", "http_400"):
-            self._finished[u.key] = out.status
-        self._watch(out)
+            self._finished[key] = out.status
+        watch(out)
         return out
+
+    def _stored(self, key: str) -> Outcome | None:
+        """A finished request's outcome from the store (flushing this session's buffer when needed)."""
+        if key not in self._finished:
+            return None
+        row = self.store.get_request(key)
+        if row is None and self.store.pending():
+            self.store.flush()
+            row = self.store.get_request(key)
+        if row is not None and row["status"] in ("ok", "http_400"):
+            return _outcome_from_row(row)
+        return None
+
+    def _watch_judge(self, out: Outcome) -> None:
+        """Stop early when most of the first judge answers of this session failed (a wrong key, a dead endpoint)."""
+        st = self.state
+        st.judge_outcomes[out.status] += 1
+        n = self.rc.cfg.abort_after
+        if len(st.judge_first) < n:
+            st.judge_first.append(out.status)
+            if len(st.judge_first) == n and sum(1 for s in st.judge_first if s == "failed") * 2 > n:
+                st.aborted = (
+                    f"stopped early: most of the first {n} judge requests failed (last error: {out.error}); "
+                    "everything finished is kept, rerun the same command to continue"
+                )
 
     def _watch(self, out: Outcome) -> None:
         """Stop early when errors or HTTP 400s dominate the first answers of this session."""
@@ -258,20 +401,92 @@ class Runner:
         extracted = u.bench.extract(split.answer)
         flags["missing_tag"] = split.missing_tag
         flags["unparsed"] = extracted is None
-        if extracted is not None and u.bench.worker_grader is not None:
-            g = await asyncio.get_running_loop().run_in_executor(self._worker_pool(), u.bench.worker_grader,
-                                                                 u.item, extracted)  # fmt: skip
+        if u.bench.judge_capable and self.grading.uses_judge:
+            g, grades = await self._grade_with_judge(u, extracted)
+            rec["grades"] = grades
+            flags["judge_failed"] = grades["judge"]["score"] is None
         else:
-            g = u.bench.grade(u.item, extracted)
+            g = await self._grade_plain(u.bench, u.item, extracted)
         rec.update(response=content, reasoning=split.reasoning if split.reasoning is not None else out.reasoning,
                    answer_text=split.answer, extracted=extracted, score=g.score, grader=g.grader,
                    grader_detail=g.detail, grade_info=g.info, reasoning_format=str(fmt), flags=flags)  # fmt: skip
         return rec
 
+    async def _grade_plain(self, bench: Benchmark, item: Item, extracted: str | None) -> Graded:
+        """The benchmark's own grading: ``worker_grader`` in a worker process for parsed answers, else ``grade``."""
+        if extracted is None or bench.worker_grader is None:
+            return bench.grade(item, extracted)
+        for attempt in (1, 2):
+            pool = self._worker_pool()
+            fut = asyncio.get_running_loop().run_in_executor(pool, bench.worker_grader, item, extracted)
+            try:
+                return await asyncio.wait_for(fut, WORKER_GRADE_TIMEOUT_S)
+            except TimeoutError:
+                self._replace_pool(pool)
+                return Graded(0.0, "worker-timeout", f"grading took over {WORKER_GRADE_TIMEOUT_S:.0f} s")
+            except BrokenProcessPool:
+                self._replace_pool(pool)
+                if attempt == 2:
+                    return Graded(0.0, "worker-crash", "the grading worker process died twice")
+        raise AssertionError("unreachable")
+
+    async def _grade_with_judge(self, u: Unit, extracted: str | None) -> tuple[Graded, dict[str, Any]]:
+        """``--grader judge|both`` on a judge-capable benchmark: the grades of each grader, and the scoring one."""
+        plan = self.grading
+        sym_task = self._grade_plain(u.bench, u.item, extracted) if plan.uses_symbolic else None
+        judge_task = self._judge(u, extracted)
+        if sym_task is not None:
+            sym, judge = await asyncio.gather(sym_task, judge_task)
+        else:
+            sym, judge = None, await judge_task
+        grades: dict[str, Any] = {"judge": judge}
+        if sym is not None:
+            grades["symbolic"] = {"score": sym.score, "grader": sym.grader, "detail": sym.detail}
+        if plan.score_by == "judge":
+            g = Graded(judge["score"], judge["grader"], judge["detail"])  # type: ignore[arg-type]
+        else:
+            assert sym is not None
+            g = sym
+        return g, grades
+
+    async def _judge(self, u: Unit, extracted: str | None) -> dict[str, Any]:
+        """Ask the judge whether gold and answer are equal; the request is stored and reused like any other."""
+        name = f"judge:{self.grading.judge_model}"
+        if extracted is None:
+            if u.bench.judge_unparsed is None:
+                return {"score": 0.0, "grader": "unparsed", "detail": "no answer: scored 0 without the judge",
+                        "reply": None, "request_key": None}  # fmt: skip
+            extracted = u.bench.judge_unparsed
+        messages = judge_messages(u.item.gold, extracted)
+        model = self.grading.judge_model or ""
+        key = request_key(model, canonical(self.judge_identity), messages, self.grading.judge_sampling, 0)
+        out = self._stored(key)
+        if out is None:
+            assert self._judge_client is not None
+            body = {"model": model, "messages": messages, **self.grading.judge_sampling}
+            out = await self._send(self._judge_client, key, body, JUDGE_EVAL, f"{u.bench.name}/{u.item.id}",
+                                   u.sample_index, self._watch_judge)  # fmt: skip
+        if out.status == "failed":
+            return {"score": None, "grader": name, "detail": f"judge request failed: {out.error}", "reply": None,
+                    "request_key": key}  # fmt: skip
+        reply = out.content if out.status == "ok" else ""  # HTTP 400: the fork's sampler returned ""
+        detail = "judge HTTP 400: read as the empty reply" if out.status == "http_400" else ""
+        return {"score": 1.0 if judge_says_yes(reply) else 0.0, "grader": name, "detail": detail,
+                "reply": (reply or "")[:500], "request_key": key}  # fmt: skip
+
     def _worker_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"))
         return self._pool
+
+    def _replace_pool(self, pool: ProcessPoolExecutor) -> None:
+        """Kill a pool whose worker hangs or died; the next grade starts a fresh one."""
+        if self._pool is pool:
+            self._pool = None
+        for p in list(getattr(pool, "_processes", {}).values()):
+            with contextlib.suppress(Exception):
+                p.kill()
+        pool.shutdown(wait=False)
 
     # -- progress --------------------------------------------------------------------------------------------
     def _progress(self) -> Progress | None:

@@ -47,6 +47,9 @@ def execute(cfg: RunConfig, api_key: str | None = None, show_progress: bool = Tr
             runner_model = cfg.model or emb.MODEL_ALIAS
         assert runner_model is not None
         runner = Runner(rc, endpoints, runner_model, store, show_progress=show_progress)
+        if runner.needs_judge and runner.grading.judge_url == "embedded" and cfg.endpoints:
+            raise UsageError("--judge-url embedded needs the embedded model (a run without --base-url)")
+        setup_judge(rc, runner)
         runner.load_data()
         if not cfg.endpoints:
             embedded = emb.EmbeddedServer(run_dir / "embedded.log", parallel=cfg.embedded_parallel,
@@ -54,6 +57,8 @@ def execute(cfg: RunConfig, api_key: str | None = None, show_progress: bool = Tr
             err.print(f"starting the embedded model ({emb.MODEL_ALIAS}, CPU) on {embedded.base_url} …")
             embedded.start()
             endpoints.append(EndpointState(embedded.base_url, None))
+            if runner.needs_judge and runner.grading.judge_url == "embedded":
+                runner.judge_endpoint = EndpointState(embedded.base_url, None)
         aborted: RunAborted | None = None
         try:
             with asyncio.Runner(loop_factory=_loop_factory()) as aio:
@@ -72,11 +77,19 @@ def execute(cfg: RunConfig, api_key: str | None = None, show_progress: bool = Tr
             status = "aborted"
             raise aborted
         failed = [(name, i) for name, r in results["evals"].items() for i in r["failed_items"]]
+        judge_failed = [(name, i) for name, r in results["evals"].items() for i in r.get("judge_failed_items", [])]
+        if judge_failed:
+            status = "incomplete"
+            shown = ", ".join(f"{n}/{i}" for n, i in judge_failed[:10]) + (" …" if len(judge_failed) > 10 else "")
+            err.print(f"[red]{len(judge_failed)} judge request(s) failed after retries:[/] {shown}. Run the same "
+                      "command again to retry them (the model's answers are kept).")  # fmt: skip
         if failed:
             status = "incomplete"
             shown = ", ".join(f"{n}/{i}" for n, i in failed[:10]) + (" …" if len(failed) > 10 else "")
             err.print(f"[red]{len(failed)} request(s) failed after retries and are left out of the scores:[/] {shown}."
                       " Run the same command again to retry exactly these.")  # fmt: skip
+            return 1
+        if judge_failed:
             return 1
         status = "done"
         return 0
@@ -84,6 +97,50 @@ def execute(cfg: RunConfig, api_key: str | None = None, show_progress: bool = Tr
         if embedded is not None:
             embedded.stop()
         store.close(status)
+
+
+def setup_judge(rc: Resolved, runner: Runner) -> None:
+    """The judge's endpoint (``--judge-url``), with its key from ``--judge-api-key-env`` (never written anywhere).
+    ``embedded`` is filled in once the embedded model has started."""
+    plan = runner.grading
+    if not runner.needs_judge or plan.judge_url in (None, "embedded"):
+        return
+    runner.judge_endpoint = EndpointState(plan.judge_url, rc.judge_api_key())
+
+
+def judge_summary(runner: Runner, store: Store) -> dict[str, Any] | None:
+    """What the judge was, for results.json: endpoint, model, its /v1/models identity, sampling, requests, tokens."""
+    if not runner.needs_judge:
+        return None
+    from scorecheck.runner import JUDGE_EVAL
+
+    row = store.db.execute(
+        "SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0) FROM requests "
+        "WHERE eval = ?",
+        (JUDGE_EVAL,),
+    ).fetchone()
+    return {
+        **runner.grading.describe(),
+        "judge_url": runner.judge_endpoint.base_url if runner.judge_endpoint else runner.grading.judge_url,
+        "judge_identity": runner.judge_identity,
+        "judge_models_answer": runner.judge_models_answer,
+        "stored_judge_requests": row[0],
+        "judge_tokens": {"prompt": row[1], "completion": row[2]},
+        "judge_requests_this_session": dict(runner.state.judge_outcomes),
+    }
+
+
+def agreement_notes(evals: dict[str, Any]) -> list[str]:
+    notes = []
+    for name, r in evals.items():
+        ag = r.get("grader_agreement")
+        if ag and ag["compared"]:
+            notes.append(
+                f"{name}: symbolic grader and judge agree on {ag['agree']} of {ag['compared']} parsed answers "
+                f"({100 * ag['agreement']:.1f}%); symbolic yes / judge no: {ag['symbolic_yes_judge_no']}, judge yes / "
+                f"symbolic no: {ag['judge_yes_symbolic_no']} (listed under grader_agreement in results.json)"
+            )
+    return notes
 
 
 def redact_argv(argv: list[str]) -> list[str]:
@@ -139,7 +196,7 @@ def build_results(rc: Resolved, runner: Runner, store: Store, started: float,
         evals[b.name] = eval_result(b, records)
     for _status, pt, ct in store.db.execute(
         "SELECT status, COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0) FROM requests "
-        "GROUP BY status"
+        "WHERE eval IS NOT 'judge' GROUP BY status"
     ):
         tokens["prompt"] += pt
         tokens["completion"] += ct
@@ -151,8 +208,10 @@ def build_results(rc: Resolved, runner: Runner, store: Store, started: float,
         notes.append(
             f"max_tokens capped at {rc.cfg.max_tokens} (protocol: {rc.profile.max_tokens}) for the embedded model"
         )
+    notes += agreement_notes(evals)
     ended = time.time()
     desc = rc.describe()
+    judge = judge_summary(runner, store)
     return {
         "scorecheck": {"version": __version__, "git_commit": git_commit(), "versions": versions()},
         "protocol": {"name": rc.profile.name, "reference": rc.profile.reference},
@@ -172,5 +231,104 @@ def build_results(rc: Resolved, runner: Runner, store: Store, started: float,
         "tokens": tokens,
         "requests_this_session": dict(runner.state.sent_outcomes),
         "evals": evals,
+        **({"judge": judge} if judge else {}),
         "notes": notes,
     }
+
+
+# -- scorecheck regrade ----------------------------------------------------------------------------------------------
+GRADING_KEYS = ("grader", "score_by", "judge_url", "judge_model", "judge_api_key_env")
+
+
+def config_from_run(described: dict[str, Any], overrides: dict[str, Any]) -> RunConfig:
+    """The RunConfig of a finished run, from the ``config.json`` it recorded, with grading options overridden."""
+    d = {k: v for k, v in described.items() if k in RunConfig.model_fields}
+    sp = described.get("system_prompt")
+    if isinstance(sp, dict):  # recorded as {name, sha256, text}
+        name = sp.get("name")
+        d["system_prompt"] = None if name == "none" else (sp.get("text") if ":" in str(name) or name == "literal"
+                                                           else name)  # fmt: skip
+    for k in GRADING_KEYS:  # the regrade's grading comes from its own options, not the run's
+        d.pop(k, None)
+    from scorecheck.config import build
+
+    return build(d, overrides, origin="regrade")
+
+
+def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = None,
+            err: Console | None = None) -> tuple[int, Path]:  # fmt: skip
+    """``scorecheck regrade RUN_DIR``: grade a run's stored answers again, without a single request to the model,
+    and write the result beside the run's own: ``RUN_DIR/regrade-<grader>-<UTC time>/`` (results.json, samples.jsonl,
+    summary.md). The run's results and its stored samples are left as they were; judge requests go into the run's
+    store like any request, so a second regrade with the same judge sends nothing."""
+    import json
+
+    console = console or Console()
+    err = err or Console(stderr=True)
+    run_dir = Path(run_dir)
+    if not (run_dir / "store.sqlite").is_file() or not (run_dir / "config.json").is_file():
+        raise UsageError(f"{run_dir} is not a scorecheck run directory (no store.sqlite and config.json)")
+    described = json.loads((run_dir / "config.json").read_text())
+    cfg = config_from_run(described, overrides)
+    rc = Resolved(cfg)
+    started = time.time()
+    store = Store(run_dir, argv=redact_argv(sys.argv))
+    status = "failed"
+    try:
+        runner = Runner(rc, [], cfg.model or "", store, show_progress=False)
+        if runner.needs_judge and runner.grading.judge_url == "embedded":
+            raise UsageError("regrade does not start the embedded model as a judge: serve it with "
+                             "`scorecheck serve --embedded` and give --judge-url http://127.0.0.1:8080/v1")  # fmt: skip
+        setup_judge(rc, runner)
+        runner.load_data()
+        with asyncio.Runner(loop_factory=_loop_factory()) as aio:
+            slots = aio.run(runner.regrade())
+        evals = {}
+        samples: list[dict[str, Any]] = []
+        for b in rc.benchmarks:
+            wanted = _wanted(runner, b.name)
+            records = [r for r in slots[b.name] if (r["item_id"], r["sample_index"]) in wanted]
+            evals[b.name] = eval_result(b, records)
+            samples += records
+        previous: dict[str, Any] = {}
+        if (run_dir / "results.json").is_file():
+            previous = json.loads((run_dir / "results.json").read_text())
+        ended = time.time()
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started))
+        out_dir = run_dir / f"regrade-{runner.grading.mode}-{stamp}"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        judge = judge_summary(runner, store)
+        results = {
+            **previous,
+            "scorecheck": {"version": __version__, "git_commit": git_commit(), "versions": versions()},
+            "config": rc.describe(),
+            "evals": evals,
+            "notes": [*(previous.get("notes") or []), *agreement_notes(evals)],
+            "regrade": {
+                "of": str(run_dir),
+                "grading": runner.grading.describe(),
+                "previous_scores": {k: v.get("score") for k, v in (previous.get("evals") or {}).items()},
+                "model_requests_sent": 0,
+                "started": started,
+                "ended": ended,
+                "wall_s": round(ended - started, 3),
+            },
+        }
+        results.pop("judge", None)
+        if judge:
+            results["judge"] = judge
+        results.setdefault("model", cfg.model)
+        results.setdefault("protocol", {"name": rc.profile.name, "reference": rc.profile.reference})
+        write_outputs(out_dir, results, samples)
+        print_table(results, console)
+        console.print(f"regraded results in {out_dir}/ (results.json, samples.jsonl, summary.md)")
+        judge_failed = [i for r in evals.values() for i in r.get("judge_failed_items", [])]
+        if judge_failed:
+            status = "incomplete"
+            err.print(f"[red]{len(judge_failed)} judge request(s) failed after retries[/]; run the same regrade "
+                      "again to retry them.")  # fmt: skip
+            return 1, out_dir
+        status = "done"
+        return 0, out_dir
+    finally:
+        store.close(status)
