@@ -72,7 +72,7 @@ def to_html(cmp: Comparison, chart_png: bytes | None = None) -> str:
         for r in cmp.runs:
             c = cmp.cells.get((e, m, r.label))
             cells.append({"score": render.fmt(c.score) if c else "—", "ci": render.fmt_ci(c.ci95) if c else "",
-                          "n": c.n if c else None, "problems": c.problems if c else []})  # fmt: skip
+                          "n": (f"{c.n} subjects" if c.note == "subjects" else f"n={c.n}") if c and c.n is not None else None, "problems": c.problems if c else []})  # fmt: skip
         table.append({"name": render.row_name(e, m), "cells": cells})
     return tmpl.render(
         nonce=secrets.token_urlsafe(16),

@@ -45,7 +45,7 @@ def cell_text(c: Cell | None, with_ci: bool = True) -> str:
     if with_ci and c.ci95:
         s += f" {fmt_ci(c.ci95)}"
     if c.n is not None:
-        s += f" n={c.n}"
+        s += f" {c.n} subjects" if c.note == "subjects" else f" n={c.n}"
     if c.problems:
         s += f" {FLAG}"
     return s
@@ -124,30 +124,37 @@ LEGEND = (f"Cells: score [95% CI] n; {FLAG} = the cell has a problem (see diagno
 
 def to_terminal(cmp: Comparison, console: Any = None) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     console = console or Console()
+
+    def plain(row: list[str]) -> list[Text]:  # labels and model names are data, never Rich markup
+        return [Text(c) for c in row]
+
     t = Table(title="scorecheck compare", caption=LEGEND)
     t.add_column("eval")
     for r in cmp.runs:
-        t.add_column(f"{r.label}\n[dim]{r.describe()}[/]", justify="right")
+        t.add_column(f"{escape(r.label)}\n[dim]{escape(r.describe())}[/]", justify="right")
     for row in table_rows(cmp):
-        t.add_row(*row)
+        t.add_row(*plain(row))
     console.print(t)
     if cmp.paired:
         pt = Table(title="paired differences on the items both answered")
         for h in ("eval", "A → B", "n", "B − A [95% CI]", "p", "test", ""):
             pt.add_column(h, justify="left" if h in ("eval", "A → B", "test") else "right")
         for p in cmp.paired:
-            pt.add_row(p["eval"], f"{p['a']} → {p['b']}", str(p["n"]), f"{fmt_signed(p['diff'])} {fmt_ci(p['ci95'])}",
-                       fmt_p(p["p_value"]), p["test"], paired_marker(p) or ("*" if p.get("significant") else ""))  # fmt: skip
+            pt.add_row(*plain([p["eval"], f"{p['a']} → {p['b']}", str(p["n"]),
+                               f"{fmt_signed(p['diff'])} {fmt_ci(p['ci95'])}", fmt_p(p["p_value"]), p["test"],
+                               paired_marker(p) or ("*" if p.get("significant") else "")]))  # fmt: skip
         console.print(pt)
     dt = Table(title="diagnostics (share of items)")
     for h in ("eval", "config", "unparsed", "trunc.", "no tag", "failed", "400", "grader", "disagree", "problems"):
         dt.add_column(h)
     for row in diagnostics_rows(cmp):
         style = "" if row[-1] == "ok" else "yellow"
-        dt.add_row(*row, style=style)
+        dt.add_row(*plain(row), style=style)
     console.print(dt)
     header, rows = claim_rows(cmp, brief=True) if cmp.claims else ([], [])
     if rows:
@@ -155,10 +162,10 @@ def to_terminal(cmp: Comparison, console: Any = None) -> None:
         for h in header:
             ct.add_column(h)
         for row in rows:
-            ct.add_row(*row)
+            ct.add_row(*plain(row))
         console.print(ct)
     for n in cmp.notes:
-        console.print(f"[yellow]note:[/] {n}", highlight=False)
+        console.print(Text.assemble(("note: ", "yellow"), n))
 
 
 def _md_escape(s: str) -> str:
