@@ -251,3 +251,20 @@ def test_many_samples_page_builds_quickly(tmp_path):
     page = to_html(cmp, None)
     assert time.monotonic() - t0 < 30
     assert page.count('"r":') == 20_000 and len(page) < 20_000_000
+
+
+def test_ifeval_paired_values_average_to_the_headline():
+    """IFEval's per-prompt value z has the mean of the four numbers as its mean, so the paired test compares the
+    headline itself."""
+    from scorecheck.compare.model import sample_scores
+
+    prompts = [([True, True], [True, True]), ([True, False], [True, True]), ([False], [False]), ([False, True, True],
+               [True, True, True])]  # fmt: skip
+    samples = [{"eval": "ifeval", "item_id": str(i), "score": float(all(st)),
+                "grade_info": {"checkers": {"glaive-2024": {"strict": st, "loose": lo}}}}
+               for i, (st, lo) in enumerate(prompts)]  # fmt: skip
+    n_instr = sum(len(st) for st, _ in prompts)
+    four = [sum(all(st) for st, _ in prompts) / 4, sum(sum(st) for st, _ in prompts) / n_instr,
+            sum(all(lo) for _, lo in prompts) / 4, sum(sum(lo) for _, lo in prompts) / n_instr]  # fmt: skip
+    z = sample_scores(samples, "ifeval", "score", {"evals": {"ifeval": {"checker": "glaive-2024"}}})
+    assert sum(z.values()) / len(z) == pytest.approx(sum(four) / 4)
