@@ -176,12 +176,15 @@ def test_script_json_escapes_separators():
 def test_missing_keys_never_crash(tmp_path):
     run = tmp_path / "bare"
     run.mkdir()
-    (run / "results.json").write_text(json.dumps({"evals": {"humaneval": {"score": 0.5}, "ifeval": {
+    (run / "results.json").write_text(json.dumps({"evals": {"humaneval": {"score": 0.5, "pass_at_k": {
+        "pass@1": 0.5, "pass@5": 0.7}, "contained": False}, "ifeval": {
         "score": 0.6, "n": 3, "prompt_strict": 0.5, "instruction_strict": 0.6, "prompt_loose": 0.6,
         "instruction_loose": 0.7, "checker_difference": {"prompts_graded_differently": 1}}}}))  # fmt: skip
     cmp = compare([run])
     assert ("ifeval", "prompt-strict") in cmp.rows and ("ifeval", "instruction-loose") in cmp.rows
     assert any("checkers disagree on 1" in p for p in cmp.cells[("ifeval", "score", "bare")].problems)
+    assert cmp.cells[("humaneval", "pass@5", "bare")].score == 0.7
+    assert any("isolation" in p for p in cmp.cells[("humaneval", "score", "bare")].problems)
     to_markdown(cmp), to_csv(cmp), to_html(cmp, None)
 
 

@@ -208,6 +208,8 @@ def build_cells(run: Run, eval_name: str) -> list[Cell]:
     dis = _disagreement(ev, run.samples, eval_name)
     if dis and dis.get("differ"):
         problems.append(f"{dis['kind'].split(' ')[0]}s disagree on {dis['differ']}")
+    if ev.get("contained") is False:
+        problems.append(f"programs ran without full isolation ({ev.get('isolation')})")
     graders = {str(k): int(v) for k, v in (ev.get("graders") or {}).items()}
     ci = ev.get("ci95")
     main = Cell(eval_name, "score", run.label, ev.get("score"), list(ci) if ci else None, ev.get("n"), n_items,
@@ -222,6 +224,11 @@ def build_cells(run: Run, eval_name: str) -> list[Cell]:
             n = ev.get("macro_subjects") if key == "macro" else ev.get("n")
             cells.append(Cell(eval_name, label, run.label, float(v), list(sub_ci) if sub_ci else None, n,
                               problems=list(problems), note="subjects" if key == "macro" else ""))  # fmt: skip
+    pass_k = ev.get("pass_at_k")
+    if isinstance(pass_k, dict):  # HumanEval with several samples per task: pass@k beyond the headline pass@1
+        for k, v in pass_k.items():
+            if k != "pass@1" and isinstance(v, (int, float)):
+                cells.append(Cell(eval_name, str(k), run.label, float(v), None, ev.get("n"), problems=list(problems)))
     return cells
 
 
@@ -292,8 +299,9 @@ def compare(paths: list[Path], labels: list[str] | None = None, references: list
                 cells[(e, c.metric, r.label)] = c
                 if (e, c.metric) not in rows:
                     rows.append((e, c.metric))
-    rows.sort(key=lambda em: (_eval_key(em[0]), 0 if em[1] == "score" else 1 + list(SUB_METRICS.values()).index(em[1])
-                              if em[1] in SUB_METRICS.values() else 99))  # fmt: skip
+    subs = list(SUB_METRICS.values())
+    rows.sort(key=lambda em: (_eval_key(em[0]), 0 if em[1] == "score" else 1 + subs.index(em[1]) if em[1] in subs
+                              else 99, em[1]))  # fmt: skip
     paired: list[dict[str, Any]] = []
     for e in evals:
         per_run = {r.label: sample_scores(r.samples, e, "score", r.results) for r in runs}
