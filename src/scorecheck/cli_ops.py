@@ -136,6 +136,90 @@ def serve_vllm(
     _serve_until_stopped(spec, out_dir)
 
 
+study_app = typer.Typer(no_args_is_help=True, help="Studies: servers and configurations in one TOML file.")
+
+
+def _server_urls(values: list[str] | None) -> dict[str, list[str]]:
+    urls: dict[str, list[str]] = {}
+    for v in values or []:
+        name, sep, url = v.partition("=")
+        if not sep or not url.startswith(("http://", "https://")):
+            raise UsageError(f"--server {v!r}: expected NAME=http://host:port/v1")
+        urls.setdefault(name, []).append(url.rstrip("/"))
+    return urls
+
+
+@study_app.command("run")
+def study_run(
+    file: Annotated[Path, typer.Argument(help="The study file, e.g. studies/demo.toml.")],
+    only: Annotated[
+        Optional[list[str]], typer.Option("--only", help="Run only this configuration; repeatable.")
+    ] = None,
+    server: Annotated[
+        Optional[list[str]],
+        typer.Option("--server", help="NAME=URL: use this running server instead of starting NAME; repeatable."),
+    ] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Study directory [the file's `out`].")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Subset per eval (a quick look, not the study).")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(help="Override max_tokens.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="Requests in flight per configuration.")] = None,
+) -> None:
+    """Run a study: each server once, its configurations concurrently; run again to resume."""
+    from scorecheck import study as st
+
+    try:
+        s = st.load(file)
+        if out_dir is not None:
+            s.out = out_dir
+        s.server_urls = _server_urls(server)
+        unknown = set(s.server_urls) - set(s.servers)
+        if unknown:
+            raise UsageError(f"--server: no server named {', '.join(sorted(unknown))} in {file}")
+        overrides = {"limit": limit, "max_tokens": max_tokens, "concurrency": concurrency}
+        code = st.run_study(s, overrides, only=only, note=_note)
+    except KeyboardInterrupt:
+        _note("interrupted: everything finished is kept; run the same command again to continue")
+        raise typer.Exit(130) from None
+    except ScorecheckError as e:
+        _fail(e)
+    if not st.collect_results(s):
+        raise typer.Exit(code or 1)
+    table = st.write_table(s)
+    out.print(f"\n{s.name}\n\n{table}\n", highlight=False, soft_wrap=True)
+    out.print(f"table in {s.out}/summary.md; runs in {s.out}/<configuration>/", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@study_app.command("table")
+def study_table_cmd(file: Annotated[Path, typer.Argument(help="The study file.")]) -> None:
+    """Print the study's table from the results so far."""
+    from scorecheck import study as st
+
+    try:
+        s = st.load(file)
+    except ScorecheckError as e:
+        _fail(e)
+    out.print(st.write_table(s), highlight=False, soft_wrap=True)
+
+
+@study_app.command("check")
+def study_check(file: Annotated[Path, typer.Argument(help="The study file.")]) -> None:
+    """Check a study file and show its servers and configurations."""
+    from scorecheck import study as st
+
+    try:
+        s = st.load(file)
+    except ScorecheckError as e:
+        _fail(e)
+    for name, spec in s.servers.items():
+        out.print(f"server {name}: {spec.engine} {spec.model_name} tp={spec.tp} replicas={spec.replicas}"
+                  f" port={spec.port} version={spec.version} docker={spec.docker}", highlight=False)  # fmt: skip
+    for c in s.configurations:
+        out.print(f"configuration {c.name!r} on {c.server} → {s.run_dir(c)}: {s.run_values(c)}", highlight=False,
+                  soft_wrap=True)  # fmt: skip
+
+
 def register(app: typer.Typer) -> None:
     """Add the operations commands to ``app``."""
     app.add_typer(serve_app, name="serve")
+    app.add_typer(study_app, name="study")

@@ -343,7 +343,8 @@ class ManagedServer:
         spec = {k: v for k, v in asdict(self.spec).items() if k not in ("ready_timeout",)}
         return {"engine": self.spec.engine, "engine_version": self.engine_version, "pinned_version": self.spec.version,
                 "command": self.cmd, "base_url": self.base_url, "model": self.spec.model_name, "gpus": self.gpus,
-                "log": str(self.log_path), "started": self.started, "spec": spec}  # fmt: skip
+                "log": str(self.log_path), "started": self.started, "pid": self.proc.pid if self.proc else None,
+                "spec": spec}  # fmt: skip
 
     def stop(self, grace: float = 30.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
