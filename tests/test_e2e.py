@@ -85,7 +85,7 @@ def test_serve_embedded_until_interrupted(tmp_path):
     p = subprocess.Popen([sys.executable, "-m", "scorecheck", "serve", "--embedded", "--port", str(port)],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         models = None
         while time.monotonic() < deadline:
             try:
