@@ -221,7 +221,9 @@ time.sleep(0.3)
 def test_exiting_before_the_check_is_a_failure(iso, exit_code):
     from scorecheck.benchmarks.humaneval import program
 
-    prog = program("def return1():\n", "    return 1\n" + exit_code + "\n", "def check(c):\n    assert c() == 1", "return1")
+    prog = program(
+        "def return1():\n", "    return 1\n" + exit_code + "\n", "def check(c):\n    assert c() == 1", "return1"
+    )
     out = run_program(prog)
     assert out.status == "failed", out
     assert run_program(prog.replace(exit_code, "pass")).status == "passed"
@@ -229,7 +231,9 @@ def test_exiting_before_the_check_is_a_failure(iso, exit_code):
 
 def test_child_process_cannot_report_the_pass():
     # A child that reaches the end must not speak for the harness, whose own program failed.
-    out = run_program("import posix\nif posix.fork() != 0:\n    import time\n    time.sleep(0.5)\n    raise AssertionError\n")
+    out = run_program(
+        "import posix\nif posix.fork() != 0:\n    import time\n    time.sleep(0.5)\n    raise AssertionError\n"
+    )
     assert out.status == "failed" and out.exception == "AssertionError", out
 
 
