@@ -219,7 +219,264 @@ def study_check(file: Annotated[Path, typer.Argument(help="The study file.")]) -
                   soft_wrap=True)  # fmt: skip
 
 
+remote_app = typer.Typer(no_args_is_help=True, help="A GPU box over SSH (OpenSSH: ~/.ssh/config, agents, -p ports).")
+
+
+@remote_app.callback()
+def remote_main(
+    ctx: typer.Context,
+    host: Annotated[
+        Optional[str], typer.Option("--host", "-H", help="USER@HOST or an ssh-config alias [$SCORECHECK_REMOTE_HOST].")
+    ] = None,
+    port: Annotated[Optional[int], typer.Option("--port", "-p", help="SSH port [$SCORECHECK_REMOTE_PORT].")] = None,
+    identity: Annotated[
+        Optional[str], typer.Option("--identity", "-i", help="SSH key [$SCORECHECK_REMOTE_IDENTITY].")
+    ] = None,
+    ssh_config: Annotated[
+        Optional[str], typer.Option("--ssh-config", "-F", help="ssh config file [$SCORECHECK_SSH_CONFIG].")
+    ] = None,
+    option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="ssh -o option; repeatable.")] = None,
+    env: Annotated[
+        Optional[list[str]],
+        typer.Option("--env", help="Give jobs this variable's value too (sent like secrets, on stdin); repeatable."),
+    ] = None,
+) -> None:
+    """Drive a GPU box over SSH: setup, up, run, status, logs, attach, fetch, down."""
+    ctx.obj = dict(host=host, port=port, identity=identity, ssh_config=ssh_config, options=option, forward=env)
+
+
+def _target(ctx: typer.Context):  # type: ignore[no-untyped-def]
+    from scorecheck.remote import Target
+
+    try:
+        return Target.from_env(**ctx.obj)
+    except ScorecheckError as e:
+        _fail(e)
+
+
+@remote_app.command("setup")
+def remote_setup(
+    ctx: typer.Context,
+    engine: Annotated[str, typer.Option(help="embedded, vllm, or none (serving from the docker image).")] = "vllm",
+    vllm_version: Annotated[Optional[str], typer.Option(help="vLLM to install [0.6.1.post2].")] = None,
+    pip_args: Annotated[str, typer.Option(help="Extra pip arguments on the box (e.g. --find-links DIR).")] = "",
+) -> None:
+    """Install this scorecheck (as a wheel) and the serving engine on the box; idempotent; reports its GPUs."""
+    from scorecheck import remote
+
+    try:
+        remote.setup(_target(ctx), engine, vllm_version, pip_args, note=_note)
+    except ScorecheckError as e:
+        _fail(e)
+
+
+@remote_app.command("up", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def remote_up(ctx: typer.Context) -> None:
+    """Start `scorecheck serve ARGS` on the box, detached (e.g. `remote up vllm MODEL --tp 4 --port 5050`)."""
+    from scorecheck import remote
+
+    try:
+        t = _target(ctx)
+        job = remote.up(t, list(ctx.args))
+        _wait_server_ready(t, job)
+    except ScorecheckError as e:
+        _fail(e)
+
+
+def _wait_server_ready(t, job, timeout: float = 3600) -> None:  # type: ignore[no-untyped-def]
+    from scorecheck.remote import REMOTE_HOME, RemoteError
+
+    if job.get("already_running"):
+        _note(f"server already running on {t.host} (pid {job['pid']})")
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        p = t.ssh(f"grep -m1 '^serving ' ~/{REMOTE_HOME}/logs/{job['name']}.log || true", check=False, timeout=60)
+        line = p.stdout.decode(errors="replace").strip()
+        if line:
+            out.print(f"{t.host}: {line}", highlight=False, soft_wrap=True)
+            return
+        jobs = {j["name"]: j for j in t.agent("jobs")}
+        if not jobs.get(job["name"], {}).get("alive"):
+            tail = t.ssh(f"tail -n 8 ~/{REMOTE_HOME}/logs/{job['name']}.log", check=False).stdout.decode(
+                errors="replace"
+            )
+            raise RemoteError(f"the server on {t.host} exited: {' | '.join(tail.strip().splitlines())}")
+        time.sleep(2)
+    raise RemoteError(f"the server on {t.host} was not ready after {timeout:.0f}s; `scorecheck remote logs` shows why")
+
+
+@remote_app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def remote_run(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="The study file (shipped to the box).")],
+    detach: Annotated[bool, typer.Option("--detach", help="Start it and return; do not follow the log.")] = False,
+    from_here: Annotated[
+        bool, typer.Option("--from-here", help="Run the study here, against the box's server through an SSH forward.")
+    ] = False,
+    remote_port: Annotated[int, typer.Option(help="With --from-here: the server's port on the box.")] = 5050,
+) -> None:
+    """Run a study on the box, detached (it survives disconnects); run again after any interruption to resume.
+
+    Arguments after the file go to `scorecheck study run` (e.g. --limit 2)."""
+    from scorecheck import remote
+
+    try:
+        t = _target(ctx)
+        if from_here:
+            raise typer.Exit(_run_from_here(t, file, remote_port, list(ctx.args)))
+        job = remote.run_detached(t, file, list(ctx.args))
+        if job.get("already_running"):
+            _note(f"{job['name']} is already running on {t.host} (pid {job['pid']}); following it")
+        else:
+            _note(f"started {job['name']} on {t.host} (pid {job['pid']}); a cut connection does not stop it")
+        if detach:
+            return
+        code = remote.wait_job(t, job["name"], note=_note)
+    except ScorecheckError as e:
+        _fail(e)
+    raise typer.Exit(code)
+
+
+def _run_from_here(t, file: Path, remote_port: int, study_args: list[str]) -> int:  # type: ignore[no-untyped-def]
+    from scorecheck import remote
+    from scorecheck import study as st
+    from scorecheck.serving import free_port
+
+    s = st.load(file)
+    local = free_port()
+    fwd = remote.tunnel(t, local, remote_port)
+    try:
+        s.server_urls = {name: [f"http://127.0.0.1:{local}/v1"] for name in s.servers}
+        overrides = {}
+        rest = list(study_args)
+        for flag, key in (("--limit", "limit"), ("--max-tokens", "max_tokens"), ("--concurrency", "concurrency")):
+            if flag in rest:
+                i = rest.index(flag)
+                overrides[key] = int(rest[i + 1])
+        code = st.run_study(s, overrides, note=_note)
+        if st.collect_results(s):
+            out.print(st.write_table(s), highlight=False, soft_wrap=True)
+        return code
+    finally:
+        fwd.terminate()
+        fwd.wait(10)
+
+
+@remote_app.command("status")
+def remote_status(ctx: typer.Context) -> None:
+    """The box's scorecheck, GPUs and jobs."""
+    from scorecheck import remote
+
+    try:
+        st = remote.status(_target(ctx))
+    except ScorecheckError as e:
+        _fail(e)
+    i = st["info"]
+    out.print(f"scorecheck {i['scorecheck']}, Python {i['python']}, vLLM {i['vllm']}, {len(i['gpus'])} GPU(s)")
+    for j in st["jobs"]:
+        state = "running" if j["alive"] else f"ended (exit {j['exit_code']})"
+        out.print(f"{j['name']}: {state}, pid {j['pid']}, log {j['log']}", highlight=False, soft_wrap=True)
+
+
+@remote_app.command("logs")
+def remote_logs(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Job name (see `remote status`).")] = "server",
+    lines: Annotated[int, typer.Option("-n", help="Lines.")] = 50,
+) -> None:
+    """The last lines of a job's log."""
+    from scorecheck.remote import REMOTE_HOME
+
+    try:
+        p = _target(ctx).ssh(f"tail -n {int(lines)} ~/{REMOTE_HOME}/logs/{name}.log")
+    except ScorecheckError as e:
+        _fail(e)
+    sys.stdout.write(p.stdout.decode(errors="replace"))
+
+
+@remote_app.command("attach")
+def remote_attach(
+    ctx: typer.Context, name: Annotated[str, typer.Argument(help="Job name (see `remote status`).")] = "server"
+) -> None:
+    """Follow a job's log (Ctrl-C detaches; the job goes on)."""
+    import subprocess
+
+    from scorecheck.remote import REMOTE_HOME
+
+    t = _target(ctx)
+    raise typer.Exit(subprocess.call(t.ssh_base(tty=True) + ["--", f"tail -n 50 -f ~/{REMOTE_HOME}/logs/{name}.log"]))
+
+
+@remote_app.command("fetch")
+def remote_fetch(
+    ctx: typer.Context,
+    to: Annotated[Path, typer.Option("--to", help="Local directory for the box's runs/.")] = Path("runs/remote"),
+) -> None:
+    """Copy the box's run directories here; only what changed since the last fetch."""
+    from scorecheck import remote
+
+    try:
+        got = remote.fetch(_target(ctx), to)
+    except ScorecheckError as e:
+        _fail(e)
+    out.print(f"{len(got)} file(s) copied into {to}/", highlight=False)
+
+
+@remote_app.command("down")
+def remote_down(
+    ctx: typer.Context, names: Annotated[Optional[list[str]], typer.Argument(help="Jobs to stop [all].")] = None
+) -> None:
+    """Stop jobs on the box (a study saves what finished, then stops its servers)."""
+    from scorecheck import remote
+
+    try:
+        res = remote.down(_target(ctx), names)
+    except ScorecheckError as e:
+        _fail(e)
+    stopped = [r["name"] for r in res if r.get("stopped")]
+    out.print(f"stopped: {', '.join(stopped) or 'nothing was running'}", highlight=False)
+
+
+def cloud(
+    file: Annotated[Path, typer.Argument(help="The study file (inside the current directory, the task's workdir).")],
+    study_args: Annotated[Optional[list[str]], typer.Argument(help="After --: arguments for `study run`.")] = None,
+    accelerators: Annotated[
+        Optional[str], typer.Option(help="SkyPilot accelerators, e.g. H100:4 [H100:<the study's tp x replicas>].")
+    ] = None,
+    infra: Annotated[
+        Optional[str], typer.Option(help="SkyPilot infra: vast, aws, gcp/us-central1, runpod, ...")
+    ] = None,
+    disk_size: Annotated[int, typer.Option(help="Disk in GB (two 70B models need ~300).")] = 512,
+    out_file: Annotated[
+        Optional[Path], typer.Option("--out", help="Where to write the task [scorecheck-<study>.yaml].")
+    ] = None,
+    launch: Annotated[bool, typer.Option("--launch", help="Then run `sky launch --secret HF_TOKEN` on it.")] = False,
+    cluster: Annotated[Optional[str], typer.Option(help="With --launch: the SkyPilot cluster name.")] = None,
+) -> None:
+    """Write a SkyPilot task that runs a study on a cloud GPU box (any SkyPilot cloud, Vast.ai included)."""
+    from scorecheck import cloud as cl
+    from scorecheck import study as st
+
+    try:
+        s = st.load(file)
+        try:
+            rel = file.resolve().relative_to(Path.cwd().resolve())
+        except ValueError:
+            raise UsageError(f"{file} is outside the current directory, which SkyPilot ships as the workdir") from None
+        t = cl.task(s, str(rel), accelerators, infra, disk_size, list(study_args or []))
+        path = out_file or Path(f"scorecheck-{s.name}.yaml")
+        path.write_text(cl.dump(t))
+        out.print(f"wrote {path}: {t['resources']}", highlight=False, soft_wrap=True)
+        if launch:
+            raise typer.Exit(cl.launch(path, cluster))
+    except ScorecheckError as e:
+        _fail(e)
+
+
 def register(app: typer.Typer) -> None:
     """Add the operations commands to ``app``."""
     app.add_typer(serve_app, name="serve")
     app.add_typer(study_app, name="study")
+    app.add_typer(remote_app, name="remote")
+    app.command("cloud")(cloud)
