@@ -93,6 +93,12 @@ def test_math500_selectable_with_its_own_answers(data_dir):
         ("x^2+2x+1", "(x+1)^2", 1.0),
         ("90^\\circ", "90", 1.0),
         ("5", "", 0.0),
+        ("443_5", "443_5", 1.0),
+        ("443_5", "$443_{5}$", 1.0),
+        ("443_5", "443", 1.0),  # no base written: the digits decide
+        ("443_5", "443_6", 0.0),  # math-verify alone reads both as 443
+        ("4210_{7}", "4210_7", 1.0),
+        ("4210_{7}", "4211_7", 0.0),
     ],
 )
 def test_symbolic_math(gold, answer, score):
@@ -277,8 +283,8 @@ def test_judge_with_stubs_resume_failure_and_regrade(cli, stub, tmp_path, data_d
 def test_math_gsm8k_symbolic_then_both_then_regrade(cli, embedded, tmp_path):
     run = tmp_path / "run"
     base = ["run", "--base-url", embedded.base_url, "--model", embedded.model, "--evals", "math,gsm8k", "--limit",
-            "3", "--max-tokens", "48", "--out", str(run), "-q"]  # fmt: skip
-    r = cli(*base)
+            "3", "--max-tokens", "24", "--out", str(run), "-q"]  # fmt: skip
+    r = cli(*base, timeout=900)
     assert r.code == 0, r.err
     res = json.loads((run / "results.json").read_text())
     assert set(res["evals"]) == {"math", "gsm8k"}
@@ -290,7 +296,18 @@ def test_math_gsm8k_symbolic_then_both_then_regrade(cli, embedded, tmp_path):
     assert model_sends == 6
 
     # the tiny model as its own judge: the mechanism end to end (it is a poor judge)
-    r = cli(*base, "--grader", "both", "--judge-url", embedded.base_url, "--judge-model", embedded.model)
+    r = cli(
+        *base,
+        "--grader",
+        "both",
+        "--judge-url",
+        embedded.base_url,
+        "--judge-model",
+        embedded.model,
+        "--judge-max-tokens",
+        "8",
+        timeout=900,
+    )
     assert r.code == 0, r.err
     res_both = json.loads((run / "results.json").read_text())
     sends = _sends(run)
@@ -304,6 +321,7 @@ def test_math_gsm8k_symbolic_then_both_then_regrade(cli, embedded, tmp_path):
         assert ev["score"] == res["evals"][name]["score"]  # scored by symbolic
         assert "judge_failed_items" in ev
     assert res_both["judge"]["judge_model"] == embedded.model
+    assert res_both["judge"]["judge_sampling"] == {"temperature": 0.5, "max_tokens": 8}
 
     # regrade: the stored run graded again, with the same grader: same scores, not one request sent
     n = len(_sends(run))

@@ -68,6 +68,7 @@ GRADER_HELP = (
 SCORE_BY_HELP = "With --grader both: the grader that gives the score, symbolic or judge [symbolic]."
 JUDGE_URL_HELP = "The judge's OpenAI-compatible endpoint [https://api.openai.com/v1]; 'embedded': the embedded model."
 JUDGE_MODEL_HELP = "The judge model [the protocol's: gpt-4-turbo-preview]."
+JUDGE_MAX_TOKENS_HELP = "Cap the judge's max_tokens [the protocol's: 1024] (recorded; changes the judge's requests)."
 JUDGE_KEY_HELP = "Environment variable holding the judge's API key [OPENAI_API_KEY]."
 
 
@@ -127,6 +128,7 @@ def run(
     judge_url: Annotated[Optional[str], typer.Option(help=JUDGE_URL_HELP)] = None,
     judge_model: Annotated[Optional[str], typer.Option(help=JUDGE_MODEL_HELP)] = None,
     judge_api_key_env: Annotated[Optional[str], typer.Option(help=JUDGE_KEY_HELP)] = None,
+    judge_max_tokens: Annotated[Optional[int], typer.Option(help=JUDGE_MAX_TOKENS_HELP)] = None,
 ) -> None:
     """Evaluate a model; the same command again resumes an interrupted run."""
     try:
@@ -137,7 +139,7 @@ def run(
             stop=stop or None, extra_body=_parse_json("--extra-body", extra_body), concurrency=concurrency,
             timeout=timeout, max_retries=max_retries, retry_wait=retry_wait, out=out_dir,
             preflight=False if no_preflight else None, grader=grader, score_by=score_by, judge_url=judge_url,
-            judge_model=judge_model, judge_api_key_env=judge_api_key_env,
+            judge_model=judge_model, judge_api_key_env=judge_api_key_env, judge_max_tokens=judge_max_tokens,
         )  # fmt: skip
         if base_url:
             headers = _parse_headers(header)
@@ -164,6 +166,7 @@ def regrade(
     judge_url: Annotated[Optional[str], typer.Option(help=JUDGE_URL_HELP)] = None,
     judge_model: Annotated[Optional[str], typer.Option(help=JUDGE_MODEL_HELP)] = None,
     judge_api_key_env: Annotated[Optional[str], typer.Option(help=JUDGE_KEY_HELP)] = None,
+    judge_max_tokens: Annotated[Optional[int], typer.Option(help=JUDGE_MAX_TOKENS_HELP)] = None,
     concurrency: Annotated[Optional[int], typer.Option(help="Judge requests in flight [the run's].")] = None,
     no_preflight: Annotated[bool, typer.Option("--no-preflight", help="Skip the judge's test request.")] = False,
 ) -> None:
@@ -172,7 +175,8 @@ def regrade(
     try:
         overrides: dict[str, Any] = dict(
             grader=grader or "symbolic", score_by=score_by, judge_url=judge_url, judge_model=judge_model,
-            judge_api_key_env=judge_api_key_env, concurrency=concurrency, preflight=False if no_preflight else None,
+            judge_api_key_env=judge_api_key_env, judge_max_tokens=judge_max_tokens, concurrency=concurrency,
+            preflight=False if no_preflight else None,
         )  # fmt: skip
         from scorecheck.session import regrade as do_regrade
 

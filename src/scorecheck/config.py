@@ -84,6 +84,8 @@ class RunConfig(BaseModel):
     """The judge model [the profile's: gpt-4-turbo-preview]."""
     judge_api_key_env: str = "OPENAI_API_KEY"
     """Environment variable holding the judge's API key (its value is never written anywhere)."""
+    judge_max_tokens: int | None = Field(default=None, ge=1)
+    """Caps the judge's max_tokens [the profile's: 1024], e.g. for a small local judge that rambles."""
 
     @field_validator("judge_url")
     @classmethod
@@ -200,7 +202,7 @@ class Resolved:
         if not model:
             raise UsageError(f"protocol {p.name} names no judge model; give --judge-model")
         return GradingPlan(c.grader, score_by, c.judge_url or DEFAULT_JUDGE_URL, model, c.judge_api_key_env,
-                           judge_sampling(p.judge_temperature, p.judge_max_tokens))  # fmt: skip
+                           judge_sampling(p.judge_temperature, c.judge_max_tokens or p.judge_max_tokens))  # fmt: skip
 
     def judge_api_key(self) -> str | None:
         return os.environ.get(self.cfg.judge_api_key_env) or None

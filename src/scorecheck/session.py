@@ -237,7 +237,7 @@ def build_results(rc: Resolved, runner: Runner, store: Store, started: float,
 
 
 # -- scorecheck regrade ----------------------------------------------------------------------------------------------
-GRADING_KEYS = ("grader", "score_by", "judge_url", "judge_model", "judge_api_key_env")
+GRADING_KEYS = ("grader", "score_by", "judge_url", "judge_model", "judge_api_key_env", "judge_max_tokens")
 
 
 def config_from_run(described: dict[str, Any], overrides: dict[str, Any]) -> RunConfig:
