@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -91,19 +92,21 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
-def _rows(results: dict[str, Any]) -> list[list[str]]:
+def _ci(ci: list[float] | None, digits: int) -> str:
+    return f"{ci[0]:.{digits}f}–{ci[1]:.{digits}f}" if ci else "-"
+
+
+def _rows(results: dict[str, Any], sub: str = "{name} ({label})", digits: int = 4) -> list[list[str]]:
+    """Table rows; ``sub`` labels an eval's sub-rows (the terminal indents them to save width)."""
     rows = []
     for name, r in results["evals"].items():
-        ci = r.get("ci95")
-        rows.append([
-            name, _fmt(r["score"]), f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "-", str(r["n"]),
-            *(str(r["counts"][f]) for f in FLAGS),
-        ])  # fmt: skip
+        rows.append([name, _fmt(r["score"]), _ci(r.get("ci95"), digits), str(r["n"]),
+                     *(str(r["counts"][f]) for f in FLAGS)])  # fmt: skip
         for label, value, *n in r.get("summary_rows") or []:  # an eval's own sub-rows (IFEval: each checker's mean)
-            rows.append([f"{name} ({label})", "" if value is None else _fmt(value), "", *(n or [""]), *[""] * 5])
+            rows.append([sub.format(name=name, label=label), "" if value is None else _fmt(value), "",
+                         *(n or [""]), *[""] * 5])  # fmt: skip
         if r.get("macro") is not None:
-            mci = r.get("macro_ci95")
-            rows.append([f"{name} (macro)", _fmt(r["macro"]), f"[{mci[0]:.4f}, {mci[1]:.4f}]" if mci else "-",
+            rows.append([sub.format(name=name, label="macro"), _fmt(r["macro"]), _ci(r.get("macro_ci95"), digits),
                          f"{r['macro_subjects']} subj", "", "", "", "", ""])  # fmt: skip
     return rows
 
@@ -130,13 +133,16 @@ def summary_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+TERMINAL_HEADER = ["eval", "score", "95% CI", "n", "unparsed", "trunc", "no tag", "failed", "400"]
+
+
 def print_table(results: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     t = Table(title=f"{results['model']} · {results['protocol']['name']} · system prompt "
-                    f"{results['config']['system_prompt']['name']}")  # fmt: skip
-    for i, h in enumerate(HEADER):
-        t.add_column(h, justify="left" if i == 0 else "right")
-    for r in _rows(results):
+                    f"{results['config']['system_prompt']['name']}", box=box.SIMPLE_HEAD, pad_edge=False)  # fmt: skip
+    for i, h in enumerate(TERMINAL_HEADER):
+        t.add_column(h, justify="left" if i == 0 else "right", no_wrap=i in (0, 1, 2))
+    for r in _rows(results, sub="  {label}", digits=3):
         t.add_row(*r)
     console.print(t)
     for n in results.get("notes") or []:
