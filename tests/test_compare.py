@@ -110,6 +110,12 @@ def test_claims_unlike_protocol_and_subset_are_marked(tmp_path):
     assert kinds[("seed", "humaneval")] is None  # not measured
     md = to_markdown(cmp)
     assert "UNLIKE PROTOCOL" in md and "shots 5 vs 0" in md
+    # max_tokens capped below the protocol's: not the seed's protocol any more, whatever the data
+    res = json.loads((a / "results.json").read_text())
+    res["config"]["sampling"] = {"temperature": 0.0, "max_tokens": 48}
+    (a / "results.json").write_text(json.dumps(res))
+    dev = compare([a], references=refs[:1]).claims[0]["runs"]["a"]
+    assert dev["kind"] == "deviates from protocol" and dev["differences"] == ["max_tokens 48 (protocol 6000)"]
 
 
 # --- outputs from synthetic runs ---------------------------------------------------------------------------------------
@@ -221,7 +227,7 @@ def test_compare_two_real_runs(cli, real_runs, tmp_path):
             env={"COLUMNS": "200"})  # fmt: skip
     assert r.code == 0, r.err
     for word in ("mmlu", "mmlu (macro)", "gsm8k", "n=4", "paired differences", "exact McNemar", "diagnostics",
-                 "trunc.", "claimed numbers", "same protocol, subset"):  # fmt: skip
+                 "trunc.", "claimed numbers", "DEVIATES FROM PROTOCOL"):  # fmt: skip
         assert word in r.out, (word, r.out)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     page = html.read_text()

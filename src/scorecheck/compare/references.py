@@ -100,10 +100,29 @@ def _kind(claim: dict[str, Any], run: Run, metric: str) -> tuple[str, list[str]]
             diffs.append(f"{k} not stated")
     if diffs:
         return "unlike protocol", diffs
+    deviations = sampling_deviations(run)
+    if deviations:
+        return "deviates from protocol", deviations
     limit = (run.config or {}).get("limit")
     if limit:
         return "subset", [f"run used --limit {limit}"]
     return "reproduction", []
+
+
+def sampling_deviations(run: Run) -> list[str]:
+    """Where the run's sampling differs from its protocol's (e.g. max_tokens capped for the embedded model)."""
+    from scorecheck.protocols import PROFILES
+
+    profile = PROFILES.get(str((run.results.get("protocol") or {}).get("name")))
+    sampling = (run.config or {}).get("sampling") or {}
+    if profile is None or not isinstance(sampling, dict):
+        return []
+    out = []
+    for key in ("temperature", "max_tokens"):
+        want, got = getattr(profile, key, None), sampling.get(key)
+        if want is not None and got is not None and got != want:
+            out.append(f"{key} {got} (protocol {want})")
+    return out
 
 
 def match_claims(

@@ -108,6 +108,8 @@ def claim_rows(cmp: Comparison, brief: bool = False) -> tuple[list[str], list[li
                 kind = "UNLIKE PROTOCOL" + ("" if brief else " (" + "; ".join(m["differences"]) + ")")
             elif kind == "subset":
                 kind = "same protocol, subset"
+            elif kind == "deviates from protocol":
+                kind = "DEVIATES FROM PROTOCOL" + ("" if brief else " (" + "; ".join(m["differences"]) + ")")
             row.append(f"{fmt_signed(m['diff'])} ({inside}; {kind})")
         rows.append(row)
     return header, rows
@@ -158,7 +160,7 @@ def to_terminal(cmp: Comparison, console: Any = None) -> None:
     console.print(dt)
     header, rows = claim_rows(cmp, brief=True) if cmp.claims else ([], [])
     if rows:
-        ct = Table(title="claimed numbers (UNLIKE PROTOCOL: not a reproduction; details in --md/--html/--json)")
+        ct = Table(title="claimed numbers (UNLIKE / DEVIATES: not a reproduction; details in --md/--html/--json)")
         for h in header:
             ct.add_column(h)
         for row in rows:
