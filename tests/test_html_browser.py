@@ -78,7 +78,7 @@ def test_report_renders_filters_and_runs_no_hostile_script(browser, page_file):
     page.fill("#f-q", "onerror")
     expect(page.locator("#count")).to_contain_text(" of 2 samples")  # one per eval
     rows.first.click()
-    pre = page.locator("tr.detail pre").nth(1)
+    pre = page.locator("tr.detail pre.response").first
     assert pre.text_content() == HOSTILE[1]
     assert page.locator("tr.detail img").count() == 0
     page.fill("#f-q", "script")

@@ -56,7 +56,11 @@ def sample_payload(cmp: Comparison) -> dict[str, Any]:
                 "fr": _text(s.get("finish_reason")), "f": [k for k in FLAG_KEYS if flags.get(k)],
                 "d": sample_disagrees(s),
             })  # fmt: skip
-    return {"runs": [r.label for r in cmp.runs], "prompts": prompts, "samples": rows}
+    systems = []
+    for r in cmp.runs:
+        sp = r.config.get("system_prompt")
+        systems.append(_text(sp.get("text")) if isinstance(sp, dict) else _text(sp))
+    return {"runs": [r.label for r in cmp.runs], "systems": systems, "prompts": prompts, "samples": rows}
 
 
 def to_html(cmp: Comparison, chart_png: bytes | None = None) -> str:
