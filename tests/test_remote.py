@@ -46,6 +46,7 @@ def box(tmp_path_factory):
         pwd.getpwnam(USER)
     except KeyError:
         _sh("useradd", "--create-home", "--shell", "/bin/bash", USER)
+    _sh("usermod", "-p", "*", USER)  # no password, but not locked: sshd (UsePAM no) refuses locked accounts
     home = Path(pwd.getpwnam(USER).pw_dir)
     d = tmp_path_factory.mktemp("sshd")
     d.chmod(0o755)

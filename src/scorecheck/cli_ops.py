@@ -163,6 +163,9 @@ def study_run(
     limit: Annotated[Optional[int], typer.Option(help="Subset per eval (a quick look, not the study).")] = None,
     max_tokens: Annotated[Optional[int], typer.Option(help="Override max_tokens.")] = None,
     concurrency: Annotated[Optional[int], typer.Option(help="Requests in flight per configuration.")] = None,
+    no_docker: Annotated[
+        bool, typer.Option("--no-docker", help="Native `vllm serve` instead of the servers' docker images (Vast.ai).")
+    ] = False,
 ) -> None:
     """Run a study: each server once, its configurations concurrently; run again to resume."""
     from scorecheck import study as st
@@ -172,6 +175,9 @@ def study_run(
         if out_dir is not None:
             s.out = out_dir
         s.server_urls = _server_urls(server)
+        if no_docker:
+            for spec in s.servers.values():
+                spec.docker = None
         unknown = set(s.server_urls) - set(s.servers)
         if unknown:
             raise UsageError(f"--server: no server named {', '.join(sorted(unknown))} in {file}")
