@@ -101,8 +101,14 @@ def subject_averages(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "per_category": {c: sum(v) / len(v) for c, v in sorted(by_category.items())},
         "per_subject": subj_means,
     }
-    # Standard error of the macro mean: sum of per-subject binomial variances over S^2.
+    # Standard error of the macro mean: sum of per-subject binomial variances over S^2, each variance taken at
+    # (k + 1) / (n + 2) so that a subject answered all right or all wrong still counts as uncertain.
     if subj_means:
-        var = sum(p * (1 - p) / len(by_subject[s]) for s, p in subj_means.items()) / len(subj_means) ** 2
-        out["macro_ci95"] = [out["macro"] - 1.96 * var**0.5, out["macro"] + 1.96 * var**0.5]
+        var = 0.0
+        for s, v in by_subject.items():
+            pt = (sum(v) + 1) / (len(v) + 2)
+            var += pt * (1 - pt) / len(v)
+        var /= len(subj_means) ** 2
+        half = 1.96 * var**0.5
+        out["macro_ci95"] = [max(0.0, out["macro"] - half), min(1.0, out["macro"] + half)]
     return out
