@@ -99,6 +99,9 @@ def test_math500_selectable_with_its_own_answers(data_dir):
         ("443_5", "443_6", 0.0),  # math-verify alone reads both as 443
         ("4210_{7}", "4210_7", 1.0),
         ("4210_{7}", "4211_7", 0.0),
+        ("-221_3", "-221_4", 0.0),
+        ("0.0011_{2}", "0.0011_2", 1.0),
+        ("0.0011_{2}", "0.0011_3", 0.0),
     ],
 )
 def test_symbolic_math(gold, answer, score):

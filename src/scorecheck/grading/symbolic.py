@@ -31,8 +31,8 @@ TIMEOUT_S = 5
 """Per parse and per comparison, as math-verify applies them (signal.alarm)."""
 
 _DELIMITERS = ("$", "\\(", "\\[", "\\boxed")
-_BASE_GOLD = re.compile(r"^\s*([0-9A-Za-z]+)_\{?(\d+)\}?\s*$")
-_BASE_ANSWER = re.compile(r"^\s*(?:\\boxed\{)?([0-9A-Za-z]+)(?:_\{?(\d+)\}?)?\}?\s*$")
+_BASE_GOLD = re.compile(r"^\s*(-?[0-9A-Za-z]*\.?[0-9A-Za-z]+)_\{?(\d+)\}?\s*$")
+_BASE_ANSWER = re.compile(r"^\s*(?:\\boxed\{)?(-?[0-9A-Za-z]*\.?[0-9A-Za-z]+)(?:_\{?(\d+)\}?)?\}?\s*$")
 
 
 def _base_number(gold: str, answer: str) -> bool | None:
