@@ -99,7 +99,7 @@ def run(
     ] = None,
     protocol: Annotated[Optional[str], typer.Option(help="Protocol profile [glaive-2024].")] = None,
     evals: Annotated[
-        Optional[str], typer.Option(help="Comma-separated: mmlu, gpqa (main), gpqa_diamond, gsm8k.")
+        Optional[str], typer.Option(help="Comma-separated, e.g. mmlu,gpqa,gsm8k,math (scorecheck evals lists them).")
     ] = None,
     limit: Annotated[Optional[int], typer.Option(help="Subset per eval, drawn as the fork draws it.")] = None,
     samples: Annotated[
