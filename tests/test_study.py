@@ -117,6 +117,12 @@ def test_demo_study_end_to_end_with_a_crash_and_resume(tmp_path, data_dir):
         assert srv["engine"] == "embedded" and srv["engine_version"] and srv["command"]
     assert _port_closed(srv["base_url"])
     assert (out / "servers" / "embedded.log").read_text().strip()
+    # the study ends with the compare report: both configurations, paired, in every format
+    html = (out / "report.html").read_text()
+    assert "reflection prompt" in html and "default prompt" in html
+    assert (out / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = json.loads((out / "report.json").read_text())
+    assert "reflection prompt" in json.dumps(report) and "paired" in json.dumps(report).lower()
     # 3: again: nothing to do, no server started
     r = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert r.returncode == 0 and "starting" not in r.stderr and r.stderr.count("skipped") == 2

@@ -192,7 +192,9 @@ def study_run(
         raise typer.Exit(code or 1)
     table = st.write_table(s)
     out.print(f"\n{s.name}\n\n{table}\n", highlight=False, soft_wrap=True)
-    out.print(f"table in {s.out}/summary.md; runs in {s.out}/<configuration>/", highlight=False, soft_wrap=True)
+    st.write_report(s, console=out)
+    out.print(f"table in {s.out}/summary.md; the full report (intervals, paired tests, diagnostics, transcripts) in "
+              f"{s.out}/report.html; runs in {s.out}/<configuration>/", highlight=False, soft_wrap=True)  # fmt: skip
     raise typer.Exit(code)
 
 

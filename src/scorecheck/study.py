@@ -368,6 +368,20 @@ def write_table(study: Study) -> str:
     return table
 
 
+def write_report(study: Study, console: Any = None) -> dict[str, Path]:
+    """The study's closing report (``scorecheck compare`` over its configurations): printed, and written as
+    report.html, report.md, report.csv, report.json and scores.png in the study directory."""
+    from scorecheck.compare import compare, write_reports
+
+    done = [c for c in study.configurations if (study.run_dir(c) / "results.json").is_file()]
+    if not done:
+        return {}
+    cmp = compare([study.run_dir(c) for c in done], labels=[c.name for c in done])
+    o = study.out
+    return write_reports(cmp, markdown=o / "report.md", csv=o / "report.csv", json=o / "report.json",
+                         html=o / "report.html", plot=o / "scores.png", console=console)  # fmt: skip
+
+
 # --- the child process: one configuration ----------------------------------------------------------------------------
 
 
