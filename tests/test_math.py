@@ -181,6 +181,7 @@ def test_agreement_counts_parsed_answers_only():
     assert ag is not None
     assert (ag["compared"], ag["agree"], ag["judge_failed"]) == (3, 1, 1)
     assert (ag["symbolic_yes_judge_no"], ag["judge_yes_symbolic_no"]) == (1, 1)
+    assert ag["unparsed_judge_yes"] == 1
     assert [d["item_id"] for d in ag["disagreements"]] == ["3", "2"]
 
 
@@ -276,6 +277,8 @@ def test_judge_with_stubs_resume_failure_and_regrade(cli, stub, tmp_path, data_d
         for name in ("math", "gsm8k"):
             assert rg["evals"][name]["score"] == res["evals"][name]["score"]
         assert rg["regrade"]["model_requests_sent"] == 0
+        assert not any("agree on" in n for n in rg["notes"])  # the run's agreement note is not carried over
+        assert "grader_agreement" not in rg["evals"]["math"]
     finally:
         judge.proc.terminate()
         judge.proc.wait(timeout=10)

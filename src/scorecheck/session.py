@@ -130,13 +130,19 @@ def judge_summary(runner: Runner, store: Store) -> dict[str, Any] | None:
     }
 
 
+AGREEMENT_NOTE = "symbolic grader and judge agree on"
+
+
 def agreement_notes(evals: dict[str, Any]) -> list[str]:
     notes = []
     for name, r in evals.items():
         ag = r.get("grader_agreement")
+        if ag and ag["unparsed_judge_yes"]:
+            notes.append(f"{name}: the judge said yes to {ag['unparsed_judge_yes']} answer(s) where nothing was "
+                         "extracted (it was shown 'None', as in the fork)")  # fmt: skip
         if ag and ag["compared"]:
             notes.append(
-                f"{name}: symbolic grader and judge agree on {ag['agree']} of {ag['compared']} parsed answers "
+                f"{name}: {AGREEMENT_NOTE} {ag['agree']} of {ag['compared']} parsed answers "
                 f"({100 * ag['agreement']:.1f}%); symbolic yes / judge no: {ag['symbolic_yes_judge_no']}, judge yes / "
                 f"symbolic no: {ag['judge_yes_symbolic_no']} (listed under grader_agreement in results.json)"
             )
@@ -303,7 +309,7 @@ def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = 
             "scorecheck": {"version": __version__, "git_commit": git_commit(), "versions": versions()},
             "config": rc.describe(),
             "evals": evals,
-            "notes": [*(previous.get("notes") or []), *agreement_notes(evals)],
+            "notes": [*(n for n in previous.get("notes") or [] if AGREEMENT_NOTE not in n), *agreement_notes(evals)],
             "regrade": {
                 "of": str(run_dir),
                 "grading": runner.grading.describe(),

@@ -100,5 +100,8 @@ def agreement(records: list[dict[str, Any]]) -> dict[str, Any] | None:
         "symbolic_correct": sum(s for _, s, _ in compared),
         "judge_correct": sum(j for _, _, j in compared),
         "judge_failed": judge_failed,
+        "unparsed_judge_yes": sum(
+            1 for r in both if r.get("extracted") is None and (r["grades"].get("judge") or {}).get("score") == 1.0
+        ),
         "disagreements": disagreements,
     }
