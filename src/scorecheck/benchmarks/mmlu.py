@@ -105,7 +105,7 @@ def subject_averages(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     # (k + 1) / (n + 2) so that a subject answered all right or all wrong still counts as uncertain.
     if subj_means:
         var = 0.0
-        for s, v in by_subject.items():
+        for v in by_subject.values():
             pt = (sum(v) + 1) / (len(v) + 2)
             var += pt * (1 - pt) / len(v)
         var /= len(subj_means) ** 2
