@@ -1,5 +1,5 @@
 # Two commands do all the setup on a fresh machine:
-#   make demo   venv, install, start the embedded model, run a small sample of MMLU, GPQA and GSM8K, print the table
+#   make demo   venv, install, start the embedded model, run a small sample of the six evals, print the table
 #   make test   venv, install, run the test suite
 # Without internet, point SCORECHECK_DATA_DIR at a copy of the data (e.g. ../shared/datasets).
 
@@ -28,8 +28,8 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 demo: install
-	@echo "demo: the embedded SmolLM2-135M on CPU, 8 items per eval, max_tokens capped at 256 (the tiny model rambles)"
-	$(BIN)/scorecheck run --evals mmlu,gpqa,gsm8k --limit 8 --max-tokens 256 --out $(DEMO_OUT)
+	@echo "demo: the embedded SmolLM2-135M on CPU, 5 items per eval, max_tokens capped at 256 (the tiny model rambles)"
+	$(BIN)/scorecheck run --evals mmlu,gpqa,humaneval,math,gsm8k,ifeval --limit 5 --max-tokens 256 --out $(DEMO_OUT)
 
 system-deps:
 	bash scripts/system-deps.sh
