@@ -48,6 +48,9 @@ def box(tmp_path_factory):
         _sh("useradd", "--create-home", "--shell", "/bin/bash", USER)
     _sh("usermod", "-p", "*", USER)  # no password, but not locked: sshd (UsePAM no) refuses locked accounts
     home = Path(pwd.getpwnam(USER).pw_dir)
+    # a fresh box every time: an earlier test run on this machine may have left the user's scorecheck home behind
+    subprocess.run(["pkill", "-u", USER], capture_output=True)
+    shutil.rmtree(home / "scorecheck", ignore_errors=True)
     d = tmp_path_factory.mktemp("sshd")
     d.chmod(0o755)
     _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host_key"))
@@ -170,3 +173,8 @@ def test_remote_end_to_end(box, cli, tmp_path, data_dir):
     for f in rhome.rglob("*"):
         if f.is_file() and "venv" not in f.parts and f.stat().st_size < 50_000_000:
             assert SECRET.encode() not in f.read_bytes(), f
+    # up again on another port: it reports the new server, not the earlier one still in the job's log
+    sport2 = _free()
+    r = cli("remote", "up", "embedded", "--port", str(sport2), "--out", "runs/serve", env=env, timeout=300)
+    assert r.code == 0 and f"127.0.0.1:{sport2}/v1" in r.out and f":{sport}/" not in r.out, r.out + r.err
+    assert cli("remote", "down", env=env, timeout=200).code == 0

@@ -299,7 +299,10 @@ def _wait_server_ready(t, job, timeout: float = 3600) -> None:  # type: ignore[n
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        p = t.ssh(f"grep -m1 '^serving ' ~/{REMOTE_HOME}/logs/{job['name']}.log || true", check=False, timeout=60)
+        # only this job's part of the log: an earlier server of the same name said "serving" on another port
+        log = f"~/{REMOTE_HOME}/logs/{job['name']}.log"
+        p = t.ssh(f"tail -c +{int(job.get('log_offset', 0)) + 1} {log} | grep -m1 '^serving ' || true", check=False,
+                  timeout=60)  # fmt: skip
         line = p.stdout.decode(errors="replace").strip()
         if line:
             out.print(f"{t.host}: {line}", highlight=False, soft_wrap=True)

@@ -211,7 +211,8 @@ def run_detached(t: Target, study_file: Path, study_args: list[str]) -> dict[str
 
 def wait_job(t: Target, name: str, follow: bool = True, poll: float = 2.0, note: Callable[[str], None] = print) -> int:
     """Follow a job's log until it ends; returns its exit code. A cut connection ends this, not the job."""
-    offset = 0
+    current = {j["name"]: j for j in t.agent("jobs")}.get(name) or {}
+    offset = int(current.get("log_offset", 0))  # this job's part of the log, not earlier jobs of the same name
     log = f"~/{REMOTE_HOME}/logs/{name}.log"
     while True:
         if follow:

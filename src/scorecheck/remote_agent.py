@@ -75,11 +75,12 @@ def start(name: str, argv: list[str]) -> dict[str, Any]:
                "r = subprocess.call(sys.argv[2:])\n"
                "open(sys.argv[1], 'w').write(str(r))\n")  # fmt: skip
     with open(log, "ab") as f:
+        offset = f.tell()  # where this job's lines begin: the log keeps earlier jobs of the same name
         f.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} start {name}: {' '.join(argv)}\n".encode())
         f.flush()
         p = subprocess.Popen([sys.executable, "-c", wrapper, str(rc_file), *argv], stdout=f, stderr=subprocess.STDOUT,
                              stdin=subprocess.DEVNULL, env=env, cwd=home(), start_new_session=True)  # fmt: skip
-    job = {"name": name, "pid": p.pid, "argv": argv, "log": str(log), "started": time.time()}
+    job = {"name": name, "pid": p.pid, "argv": argv, "log": str(log), "log_offset": offset, "started": time.time()}
     _job_file(name).write_text(json.dumps(job))
     return {**job, "alive": True, "already_running": False}
 
