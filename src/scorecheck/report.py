@@ -140,10 +140,18 @@ def print_table(results: dict[str, Any], console: Console | None = None) -> None
     console = console or Console()
     t = Table(title=f"{results['model']} · {results['protocol']['name']} · system prompt "
                     f"{results['config']['system_prompt']['name']}", box=box.SIMPLE_HEAD, pad_edge=False)  # fmt: skip
-    for i, h in enumerate(TERMINAL_HEADER):
-        t.add_column(h, justify="left" if i == 0 else "right", no_wrap=i in (0, 1, 2))
+    # Diagnostic columns that are zero for every eval are left out of the terminal (said in the caption), so the
+    # table stays readable at 80 columns; summary.md and results.json keep them all.
+    evals = results["evals"].values()
+    keep = [i for i, f in enumerate(FLAGS) if f in ("unparsed", "truncated") or any(e["counts"][f] for e in evals)]
+    cols = [0, 1, 2, 3, *(4 + i for i in keep)]
+    for c in cols:
+        t.add_column(TERMINAL_HEADER[c], justify="left" if c == 0 else "right", no_wrap=c in (0, 1, 2, 3))
     for r in _rows(results, sub="  {label}", digits=3):
-        t.add_row(*r)
+        t.add_row(*(r[c] for c in cols))
+    hidden = [TERMINAL_HEADER[4 + i] for i in range(len(FLAGS)) if i not in keep]
+    if hidden:
+        t.caption = f"none: {', '.join(hidden)}"
     console.print(t)
     for n in results.get("notes") or []:
         console.print(f"[yellow]note:[/] {n}")
