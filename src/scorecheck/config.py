@@ -113,14 +113,19 @@ def _one_line(e: ValidationError, origin: str) -> str:
     return f"{origin}: " + "; ".join(parts)
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
+def read_toml(path: str | Path, kind: str = "config file") -> dict[str, Any]:
+    """A TOML file as a dict; a missing file or bad TOML is a one-line UsageError naming it."""
     p = Path(path)
     try:
-        raw = tomllib.loads(p.read_text())
+        return tomllib.loads(p.read_text())
     except FileNotFoundError:
-        raise UsageError(f"config file {p} not found") from None
+        raise UsageError(f"{kind} {p} not found") from None
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"{p}: invalid TOML: {e}") from None
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    raw = read_toml(path)
     # [[endpoint]] tables are accepted as an alias of `endpoints`.
     if "endpoint" in raw:
         raw.setdefault("endpoints", []).extend(raw.pop("endpoint"))

@@ -39,11 +39,11 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scorecheck.config import read_toml
 from scorecheck.errors import ScorecheckError, UsageError
 from scorecheck.serving import ServerGroup, ServerSpec, write_identity
 
@@ -94,12 +94,7 @@ def load(path: str | Path) -> Study:
     """Read and check a study file. Eval names are checked when a configuration runs, not here (a study may list
     evals this installation does not have yet)."""
     p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"study file {p} not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"{p}: invalid TOML: {e}") from None
+    raw = read_toml(p, "study file")
     unknown = set(raw) - {"name", "out", "run", "server", "configuration", "description"}
     if unknown:
         raise UsageError(f"{p}: unknown key(s) {', '.join(sorted(unknown))}; expected name, out, [run], [[server]], "
