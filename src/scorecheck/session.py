@@ -86,7 +86,10 @@ def execute(cfg: RunConfig, api_key: str | None = None, show_progress: bool = Tr
         if failed:
             status = "incomplete"
             shown = ", ".join(f"{n}/{i}" for n, i in failed[:10]) + (" …" if len(failed) > 10 else "")
-            err.print(f"[red]{len(failed)} request(s) failed after retries and are left out of the scores:[/] {shown}."
+            graded_empty = {b.name for b in rc.benchmarks if b.aggregate_failed}  # IFEval grades them as empty
+            as_empty = {n for n, _ in failed if n in graded_empty}
+            how = "left out of the scores" + (f" ({', '.join(sorted(as_empty))}: graded as empty)" if as_empty else "")
+            err.print(f"[red]{len(failed)} request(s) failed after retries, {how}:[/] {shown}."
                       " Run the same command again to retry exactly these.")  # fmt: skip
             return 1
         if judge_failed:
