@@ -350,25 +350,23 @@ def remote_run(
 
 
 def _run_from_here(t, file: Path, remote_port: int, study_args: list[str]) -> int:  # type: ignore[no-untyped-def]
+    """`scorecheck study run FILE ARGS` here, each of the study's servers pointing at the box's server through an
+    SSH port forward: every `study run` argument (--out, --only, --limit, ...) works as it does there."""
+    import subprocess
+
     from scorecheck import remote
     from scorecheck import study as st
     from scorecheck.serving import free_port
 
-    s = st.load(file)
+    s = st.load(file)  # checked before the forward opens
     local = free_port()
     fwd = remote.tunnel(t, local, remote_port)
+    _note(f"forwarding 127.0.0.1:{local} to port {remote_port} on {t.host}")
     try:
-        s.server_urls = {name: [f"http://127.0.0.1:{local}/v1"] for name in s.servers}
-        overrides = {}
-        rest = list(study_args)
-        for flag, key in (("--limit", "limit"), ("--max-tokens", "max_tokens"), ("--concurrency", "concurrency")):
-            if flag in rest:
-                i = rest.index(flag)
-                overrides[key] = int(rest[i + 1])
-        code = st.run_study(s, overrides, note=_note)
-        if st.collect_results(s):
-            out.print(st.write_table(s), highlight=False, soft_wrap=True)
-        return code
+        urls = [a for name in s.servers for a in ("--server", f"{name}=http://127.0.0.1:{local}/v1")]
+        return subprocess.call([sys.executable, "-m", "scorecheck", "study", "run", str(file), *study_args, *urls])
+    except KeyboardInterrupt:
+        return 130
     finally:
         fwd.terminate()
         fwd.wait(10)
@@ -410,13 +408,17 @@ def remote_logs(
 def remote_attach(
     ctx: typer.Context, name: Annotated[str, typer.Argument(help="Job name (see `remote status`).")] = "server"
 ) -> None:
-    """Follow a job's log (Ctrl-C detaches; the job goes on)."""
-    import subprocess
+    """Follow a job's log until the job ends, exiting with its exit code (Ctrl-C detaches; the job goes on)."""
+    from scorecheck import remote
 
-    from scorecheck.remote import REMOTE_HOME
-
-    t = _target(ctx)
-    raise typer.Exit(subprocess.call(t.ssh_base(tty=True) + ["--", f"tail -n 50 -f ~/{REMOTE_HOME}/logs/{name}.log"]))
+    try:
+        code = remote.wait_job(_target(ctx), name, note=_note)
+    except KeyboardInterrupt:
+        _note(f"detached; {name} goes on (`scorecheck remote status` shows it)")
+        raise typer.Exit(130) from None
+    except ScorecheckError as e:
+        _fail(e)
+    raise typer.Exit(code)
 
 
 @remote_app.command("fetch")
