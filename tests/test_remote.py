@@ -134,6 +134,22 @@ def test_remote_end_to_end(box, cli, tmp_path, data_dir):
                              capture_output=True, text=True).stdout.split()[0])  # fmt: skip
     assert SECRET not in Path(f"/proc/{pid}/cmdline").read_text()
     assert SECRET in Path(f"/proc/{pid}/environ").read_text(errors="replace")
+    # status lists the server as running; logs shows its lines
+    r = cli("remote", "status", env=env, timeout=60)
+    assert r.code == 0 and "server: running" in r.out, r.out + r.err
+    r = cli("remote", "logs", "server", "-n", "200", env=env, timeout=60)
+    assert r.code == 0 and f"127.0.0.1:{sport}/v1" in r.out and r.out.count("serving ") >= 1, r.out + r.err
+    # run --from-here: the study runs on this machine, against that server through an SSH port forward
+    here = tmp_path / "here.toml"
+    here.write_text('name = "here"\n[run]\nevals = ["mmlu"]\n[[server]]\nname = "e"\nengine = "embedded"\n'
+                    '[[configuration]]\nname = "a"\nsystem_prompt = "default"\n')  # fmt: skip
+    r = cli("remote", "run", str(here), "--from-here", "--remote-port", str(sport), "--out", str(tmp_path / "here"),
+            "--limit", "1", "--max-tokens", "8", env=env, timeout=300)  # fmt: skip
+    assert r.code == 0 and "forwarding 127.0.0.1:" in r.err and "| mmlu |" in r.out, r.out + r.err
+    import json
+
+    assert json.loads((tmp_path / "here" / "a" / "results.json").read_text())["evals"]["mmlu"]["n"] == 1
+    assert not (rhome / "runs" / "here").exists()  # nothing of it ran on the box
     # run: the study on the box against that server; the connection is cut mid-run
     study = tmp_path / "rstudy.toml"
     study.write_text('name = "rstudy"\n[run]\nevals = ["mmlu", "gsm8k"]\n[[server]]\nname = "e"\nengine = "embedded"\n'
@@ -154,12 +170,15 @@ def test_remote_end_to_end(box, cli, tmp_path, data_dir):
     # run again: it follows the same job to its end; nothing is lost
     r = cli(*run_args, env=e, timeout=900)
     assert r.code == 0 and "already running" in r.err and "| mmlu |" in r.out, r.out + r.err
+    # attach to the finished study: its log, then its exit code
+    r = cli("remote", "attach", "study-rstudy", env=env, timeout=60)
+    assert r.code == 0 and "start study-rstudy" in r.out, r.out + r.err
+    r = cli("remote", "attach", "no-such-job", env=env, timeout=60)
+    assert r.code != 0 and "no job no-such-job" in r.err, r.out + r.err
     # fetch, incrementally
     local = tmp_path / "fetched"
     r = cli("remote", "fetch", "--to", str(local), env=env, timeout=120)
     assert r.code == 0
-    import json
-
     for c in ("a", "b"):
         res = json.loads((local / "rstudy" / c / "results.json").read_text())
         assert {k: v["n"] for k, v in res["evals"].items()} == {"mmlu": 2, "gsm8k": 2}
