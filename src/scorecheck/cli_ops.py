@@ -461,6 +461,12 @@ def cloud(
         Optional[str], typer.Option(help="SkyPilot infra: vast, aws, gcp/us-central1, runpod, ...")
     ] = None,
     disk_size: Annotated[int, typer.Option(help="Disk in GB (two 70B models need ~300).")] = 512,
+    docker: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--docker/--no-docker", help="vLLM from the servers' docker images, or natively [native on vast]."
+        ),
+    ] = None,
     out_file: Annotated[
         Optional[Path], typer.Option("--out", help="Where to write the task [scorecheck-<study>.yaml].")
     ] = None,
@@ -477,7 +483,7 @@ def cloud(
             rel = file.resolve().relative_to(Path.cwd().resolve())
         except ValueError:
             raise UsageError(f"{file} is outside the current directory, which SkyPilot ships as the workdir") from None
-        t = cl.task(s, str(rel), accelerators, infra, disk_size, list(study_args or []))
+        t = cl.task(s, str(rel), accelerators, infra, disk_size, list(study_args or []), docker=docker)
         path = out_file or Path(f"scorecheck-{s.name}.yaml")
         path.write_text(cl.dump(t))
         out.print(f"wrote {path}: {t['resources']}", highlight=False, soft_wrap=True)

@@ -6,6 +6,10 @@ The task ships this scorecheck checkout as its workdir, installs it and the pinn
 ``scorecheck study run`` in ``run`` (which starts and stops each server itself). ``HF_TOKEN`` is declared a SkyPilot
 secret with no value: ``sky launch --secret HF_TOKEN`` takes it from your environment, and it is never written into
 the YAML. The run directories stay on the box (``sky rsync-down`` or ``scorecheck remote fetch`` bring them back).
+
+Vast.ai containers rarely run docker, so with ``--infra vast`` the task runs vLLM natively (``study run
+--no-docker``, the pinned vLLM installed in ``setup``) unless ``--docker`` asks for the servers' images; the YAML says
+so in a comment.
 """
 
 from __future__ import annotations
@@ -26,9 +30,20 @@ def accelerators_needed(study: Study) -> int:
     return max((s.tp * s.replicas for s in study.servers.values() if s.engine == "vllm"), default=0)
 
 
+NATIVE_ON_VAST = ("Vast.ai containers rarely run docker: vLLM runs natively (study run --no-docker), installed in "
+                  "setup; scorecheck cloud --docker keeps the servers' docker images")  # fmt: skip
+
+
+def native_by_default(infra: str | None) -> bool:
+    """Whether ``infra`` runs vLLM natively unless asked otherwise (Vast.ai: its containers rarely run docker)."""
+    return (infra or "").split("/")[0].strip().lower() == "vast"
+
+
 def task(study: Study, study_file_in_workdir: str, accelerators: str | None = None, infra: str | None = None,
-         disk_size: int = 512, study_args: list[str] | None = None, workdir: str = ".") -> dict[str, Any]:  # fmt: skip
-    """The SkyPilot task as a dict (yaml.safe_dump writes it)."""
+         disk_size: int = 512, study_args: list[str] | None = None, workdir: str = ".",
+         docker: bool | None = None) -> dict[str, Any]:  # fmt: skip
+    """The SkyPilot task as a dict (yaml.safe_dump writes it). ``docker``: serve vLLM from the servers' docker images
+    (True) or natively (False, ``study run --no-docker``); None: natively on Vast.ai, the images elsewhere."""
     need = accelerators_needed(study)
     if accelerators is None:
         if need == 0:
@@ -37,10 +52,18 @@ def task(study: Study, study_file_in_workdir: str, accelerators: str | None = No
             accelerators = f"H100:{need}"
     elif need and ":" in accelerators and int(accelerators.rsplit(":", 1)[1]) < need:
         raise UsageError(f"--accelerators {accelerators}: the study's servers need {need} GPUs (tp x replicas)")
+    study_args = list(study_args or [])
+    has_vllm = any(s.engine == "vllm" for s in study.servers.values())
+    vast_native = docker is None and has_vllm and native_by_default(infra) and "--no-docker" not in study_args
+    native = docker is False or vast_native or "--no-docker" in study_args
+    if native and "--no-docker" not in study_args:
+        study_args.append("--no-docker")
     versions = {
-        s.version or DEFAULT_VLLM_VERSION for s in study.servers.values() if s.engine == "vllm" and not s.docker
+        s.version or DEFAULT_VLLM_VERSION
+        for s in study.servers.values()
+        if s.engine == "vllm" and (native or not s.docker)
     }
-    docker_only = all(s.docker for s in study.servers.values() if s.engine == "vllm")
+    docker_only = not native and all(s.docker for s in study.servers.values() if s.engine == "vllm")
     engines = {s.engine for s in study.servers.values()}
     setup = ["set -e", "python3 -m venv ~/scorecheck-venv", "source ~/scorecheck-venv/bin/activate",
              "pip install -q --upgrade pip", "pip install -q '.[embedded]'" if "embedded" in engines else "pip install -q ."]  # fmt: skip
@@ -50,7 +73,7 @@ def task(study: Study, study_file_in_workdir: str, accelerators: str | None = No
         if len(versions) > 1:
             raise UsageError(f"the study pins several vLLM versions ({', '.join(sorted(versions))}); one box, one venv")
         setup.append(f"pip install -q 'vllm=={versions.pop()}'")
-    run_cmd = ["scorecheck", "study", "run", study_file_in_workdir, *(study_args or [])]
+    run_cmd = ["scorecheck", "study", "run", study_file_in_workdir, *study_args]
     resources: dict[str, Any] = {"disk_size": disk_size}
     if accelerators:
         resources["accelerators"] = accelerators
@@ -65,6 +88,8 @@ def task(study: Study, study_file_in_workdir: str, accelerators: str | None = No
         "setup": "\n".join(setup) + "\n",
         "run": "set -e\nsource ~/scorecheck-venv/bin/activate\n" + shlex.join(run_cmd) + "\n",
     }
+    if vast_native:
+        t["run"] = f"# {NATIVE_ON_VAST}\n" + t["run"]
     return t
 
 
@@ -75,10 +100,10 @@ def dump(t: dict[str, Any]) -> str:
         import json
 
         return json.dumps(t, indent=2) + "\n"
-    return (
-        "# SkyPilot task written by scorecheck cloud; launch: sky launch --secret HF_TOKEN THIS.yaml\n"
-        + yaml.safe_dump(t, sort_keys=False)
-    )
+    header = "# SkyPilot task written by scorecheck cloud; launch: sky launch --secret HF_TOKEN THIS.yaml\n"
+    if t.get("run", "").startswith(f"# {NATIVE_ON_VAST}"):
+        header += f"# {NATIVE_ON_VAST}\n"
+    return header + yaml.safe_dump(t, sort_keys=False)
 
 
 def validate(path: Path) -> None:
