@@ -113,7 +113,7 @@ def run(
     extra_body: Annotated[
         Optional[str], typer.Option(help="JSON object merged into every request body (replaces the profile's).")
     ] = None,
-    concurrency: Annotated[Optional[int], typer.Option(help="Requests in flight [128].")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="Requests in flight per replica [adaptive].")] = None,
     timeout: Annotated[Optional[float], typer.Option(help="Per-request timeout in seconds [600].")] = None,
     max_retries: Annotated[Optional[int], typer.Option(help="Retries per request [6].")] = None,
     retry_wait: Annotated[

@@ -46,7 +46,9 @@ def execute(cfg: RunConfig, api_key: str | None = None, show_progress: bool = Tr
             endpoints = []  # the embedded model starts once the data is loaded: missing data fails in seconds
             runner_model = cfg.model or emb.MODEL_ALIAS
         assert runner_model is not None
-        runner = Runner(rc, endpoints, runner_model, store, show_progress=show_progress)
+        # The embedded llama.cpp server has a fixed number of slots: fill exactly those unless told otherwise.
+        concurrency = cfg.concurrency or (None if cfg.endpoints else cfg.embedded_parallel)
+        runner = Runner(rc, endpoints, runner_model, store, show_progress=show_progress, concurrency=concurrency)
         if runner.needs_judge and runner.grading.judge_url == "embedded" and cfg.endpoints:
             raise UsageError("--judge-url embedded needs the embedded model (a run without --base-url)")
         setup_judge(rc, runner)
@@ -239,6 +241,7 @@ def build_results(rc: Resolved, runner: Runner, store: Store, started: float,
         "wall_s": round(ended - started, 3),
         "tokens": tokens,
         "requests_this_session": dict(runner.state.sent_outcomes),
+        "schedule": runner.schedule_summary(),
         "evals": evals,
         **({"judge": judge} if judge else {}),
         "notes": notes,

@@ -1,0 +1,129 @@
+"""Grading off the request path: a queue of finished answers and a pool of worker processes.
+
+Request workers only send and store; each finished answer goes onto :class:`GradingQueue`, whose own tasks grade it
+(extraction and light grading inline, symbolic math and HumanEval programs in :class:`GradingPool`'s processes,
+judge verdicts over the network). A slow grade therefore never lowers the number of requests in flight, and grading
+overlaps the run; the run ends when both queues are empty.
+
+The pool has one worker per core but one (the event loop that keeps the server busy keeps a core), at least one, and
+no more than :data:`MEMORY_BUDGET_MB` allows at :data:`WORKER_RSS_MB` each. HumanEval's programs run inside these
+workers (``sandbox.run_program``), so the pool's size also bounds the sandboxed programs this run starts at once;
+``sandbox.py`` may cap them further machine-wide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from scorecheck.benchmarks import Graded
+
+WORKER_GRADE_TIMEOUT_S = 120.0
+"""A worker-process grade that takes longer (math-verify's own signal.alarm timeouts did not fire, e.g. stuck in C
+code) scores 0 with the reason, and the worker pool is replaced."""
+
+WORKER_RSS_MB = 160
+"""Resident memory of one grading worker after grading MATH, GSM8K and HumanEval answers (math-verify and sympy
+imported; measured 120-150 MB, BENCHMARKS.md), rounded up."""
+
+MEMORY_BUDGET_MB = 2048
+"""The most the grading pool may hold resident: 12 workers at :data:`WORKER_RSS_MB`, whatever the core count."""
+
+
+def pool_size(cpus: int | None = None, budget_mb: int = MEMORY_BUDGET_MB) -> int:
+    """Worker processes for a machine with ``cpus`` cores (default: the cores this process may use)."""
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cpus - 1, budget_mb // WORKER_RSS_MB))
+
+
+class GradingPool:
+    """Worker processes (spawned, started on first use) for grading functions that may be slow or hang."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers or pool_size()
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def grade(self, fn: Callable[..., Graded], *args: Any) -> Graded:
+        """``fn(*args)`` in a worker; a hang past the timeout or a worker that died twice scores 0 with the reason."""
+        for attempt in (1, 2):
+            pool = self._get()
+            fut = asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+            try:
+                return await asyncio.wait_for(fut, WORKER_GRADE_TIMEOUT_S)
+            except TimeoutError:
+                self._replace(pool)
+                return Graded(0.0, "worker-timeout", f"grading took over {WORKER_GRADE_TIMEOUT_S:.0f} s")
+            except BrokenProcessPool:
+                self._replace(pool)
+                if attempt == 2:
+                    return Graded(0.0, "worker-crash", "the grading worker process died twice")
+        raise AssertionError("unreachable")
+
+    def _get(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+    def _replace(self, pool: ProcessPoolExecutor) -> None:
+        """Kill a pool whose worker hangs or died; the next grade starts a fresh one."""
+        if self._pool is pool:
+            self._pool = None
+        for p in list(getattr(pool, "_processes", {}).values()):
+            with contextlib.suppress(Exception):
+                p.kill()
+        pool.shutdown(wait=False)
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+
+class GradingQueue:
+    """Finished answers waiting to be graded, and the tasks that grade them (``grade_one`` per entry)."""
+
+    def __init__(self, grade_one: Callable[..., Awaitable[None]], tasks: int) -> None:
+        self._grade_one = grade_one
+        self._queue: asyncio.Queue[tuple[Any, ...] | None] = asyncio.Queue()
+        self._tasks = [asyncio.create_task(self._loop()) for _ in range(max(1, tasks))]
+        self.queued = 0
+        self.graded = 0
+        self.busy = 0
+
+    def put(self, *entry: Any) -> None:
+        self.queued += 1
+        self._queue.put_nowait(entry)
+
+    @property
+    def waiting(self) -> int:
+        """Answers queued or being graded."""
+        return self.queued - self.graded
+
+    async def _loop(self) -> None:
+        while True:
+            entry = await self._queue.get()
+            if entry is None:
+                return
+            self.busy += 1
+            try:
+                await self._grade_one(*entry)
+            finally:
+                self.busy -= 1
+                self.graded += 1
+
+    async def close(self) -> None:
+        """Grade everything queued, then stop the tasks (an exception in a grade is raised here)."""
+        for _ in self._tasks:
+            self._queue.put_nowait(None)
+        await asyncio.gather(*self._tasks)
+
+    def cancel(self) -> None:
+        for t in self._tasks:
+            t.cancel()
