@@ -70,10 +70,12 @@ def draw_length(conversation: str, kind: str, max_tokens: int) -> int:
 
 
 def answer_text(kind: str, tokens: int) -> str:
-    tail = {"multiple_choice": "\nAnswer: B", "math": "\nAnswer: 42",
-            "code": "\n```python\ndef f(x):\n    return x\n```\n", "other": ""}[kind]  # fmt: skip
-    filler = max(0, tokens * 4 - len(tail))
-    return ("lorem ipsum dolor sit amet, " * (filler // 28 + 1))[:filler] + tail
+    """Reflection-style text of about ``tokens`` tokens: reasoning in <thinking>, the answer in <output>."""
+    tail = {"multiple_choice": "Answer: B", "math": "Answer: 42",
+            "code": "```python\ndef f(x):\n    return x\n```", "other": "Here is my answer."}[kind]  # fmt: skip
+    filler = max(0, tokens * 4 - len(tail) - 40)
+    thinking = ("lorem ipsum dolor sit amet, " * (filler // 28 + 1))[:filler]
+    return f"<thinking>{thinking}</thinking>\n<output>{tail}</output>"
 
 
 def ideal_makespan(served: list[tuple[float, int]], slots: int) -> float:
@@ -128,10 +130,13 @@ class Engine:
         self.counter = 0
         self.wake = asyncio.Event()
         self.joined_head = 0
+        self.timeline: list[tuple[float, int, int]] = []
         """Entries of ``waiting`` before this index have joined the batch."""
         self.served: list[tuple[float, int]] = []
         self.first_arrival: float | None = None
         self.last_done: float | None = None
+        self.first_arrival_wall: float | None = None
+        self.last_done_wall: float | None = None
         self.busy_slot_s = 0.0  # simulated slot-seconds in use
         self.queue_s = 0.0  # simulated seconds with a non-empty queue
         self.lag_max_s = 0.0
@@ -146,6 +151,7 @@ class Engine:
     def submit(self, seq: Seq) -> None:
         if self.first_arrival is None:
             self.first_arrival = self.now()
+            self.first_arrival_wall = time.time()
         self.waiting.append(seq)
         self.wake.set()
 
@@ -177,6 +183,8 @@ class Engine:
             self.step += 1
             self.steps += 1
             self.busy_slot_s += dur * n_run
+            if self.steps % 200 == 0:
+                self.timeline.append((round(sched, 1), n_run, self.waiting_count()))
             if queued:
                 self.queue_s += dur
             delay = (sched - self.now()) / self.speed
@@ -192,6 +200,7 @@ class Engine:
                 r = heapq.heappop(self.running)
                 self.served.append((r.seq.prompt_tokens, r.seq.tokens))
                 self.last_done = sched
+                self.last_done_wall = time.time()
                 if not r.seq.fut.done():
                     r.seq.fut.set_result(None)
 
@@ -213,6 +222,8 @@ class Engine:
             "lag_max_s": round(self.lag_max_s, 3),
             "lag_mean_s": round(self.lag_sum_s / span, 4) if span > 0 else None,
             "completion_tokens": sum(t for _, t in self.served),
+            "first_arrival_wall": self.first_arrival_wall,
+            "last_done_wall": self.last_done_wall,
         }
 
 
@@ -249,6 +260,7 @@ class Server:
         return len(self.engine.running), self.engine.waiting_count()
 
     async def metrics(self, request: web.Request) -> web.Response:
+        self.last_request = time.monotonic()
         if self.args.no_metrics:
             raise web.HTTPNotFound()
         running, waiting = self.counts()
@@ -263,11 +275,17 @@ class Server:
         return web.Response(text=text, content_type="text/plain")
 
     async def models(self, request: web.Request) -> web.Response:
+        self.last_request = time.monotonic()
         return web.json_response({"object": "list", "data": [{"id": self.args.model, "object": "model",
                                                                "owned_by": "sim", "max_model_len": 32768}]})  # fmt: skip
 
     async def stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.engine.stats())
+        self.last_request = time.monotonic()
+        st = self.engine.stats()
+        if request.query.get("served"):
+            st["served_requests"] = self.engine.served
+            st["timeline"] = self.engine.timeline
+        return web.json_response(st)
 
 
 async def main_async(args: argparse.Namespace) -> None:

@@ -314,6 +314,7 @@ class Runner:
                     live.eta.completed(out.completion_tokens)
                     if out.status == "ok":
                         live.order.model.observe(u.bench.name, out.completion_tokens, out.finish_reason)
+                out.response = None  # stored; grading needs only the message (less held while grading catches up)
                 live.grading.put(u, out)
         finally:
             lim.assigned -= 1
@@ -325,6 +326,8 @@ class Runner:
         # again (the judge request is retried, the model request is not).
         gk = "judge-failed" if rec["flags"].get("judge_failed") else u.grade_key
         self.store.put_sample(u.bench.name, u.item.id, u.sample_index, gk, u.key, rec["score"], rec)
+        if self.live is not None:
+            self.live.eta.graded.add()
         ev = self.state.per_eval[u.bench.name]
         ev.done += 1
         if out.attempts:
@@ -404,10 +407,7 @@ class Runner:
         live = self.live
         if live is None:
             return
-        g = live.grading
-        elapsed = time.monotonic() - live.eta.started
-        live.eta.update(live.order.expected_tokens() + live.in_flight_expected / 2, g.waiting,
-                        g.graded / elapsed if g.graded else None)  # fmt: skip
+        live.eta.update(live.order.expected_tokens() + live.in_flight_expected / 2, live.grading.waiting)
 
     async def _obtain(self, client: ChatClient, u: Unit, endpoint: EndpointState | None = None) -> Outcome | None:
         """The stored answer, the answer of an identical request in flight, or a new one (sent to ``endpoint``)."""

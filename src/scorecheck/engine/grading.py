@@ -5,8 +5,8 @@ Request workers only send and store; each finished answer goes onto :class:`Grad
 judge verdicts over the network). A slow grade therefore never lowers the number of requests in flight, and grading
 overlaps the run; the run ends when both queues are empty.
 
-The pool has one worker per core but one (the event loop that keeps the server busy keeps a core), at least one, and
-no more than :data:`MEMORY_BUDGET_MB` allows at :data:`WORKER_RSS_MB` each. HumanEval's programs run inside these
+The pool has one worker per core (the event loop needs little CPU: about 0.5 ms an answer, BENCHMARKS.md), and no more
+than :data:`MEMORY_BUDGET_MB` allows at :data:`WORKER_RSS_MB` each. HumanEval's programs run inside these
 workers (``sandbox.run_program``), so the pool's size also bounds the sandboxed programs this run starts at once;
 ``sandbox.py`` may cap them further machine-wide.
 """
@@ -40,7 +40,7 @@ def pool_size(cpus: int | None = None, budget_mb: int = MEMORY_BUDGET_MB) -> int
     """Worker processes for a machine with ``cpus`` cores (default: the cores this process may use)."""
     if cpus is None:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cpus - 1, budget_mb // WORKER_RSS_MB))
+    return max(1, min(cpus, budget_mb // WORKER_RSS_MB))
 
 
 class GradingPool:
