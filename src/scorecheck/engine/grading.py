@@ -18,7 +18,7 @@ import contextlib
 import multiprocessing
 import os
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -43,12 +43,29 @@ def pool_size(cpus: int | None = None, budget_mb: int = MEMORY_BUDGET_MB) -> int
     return max(1, min(cpus, budget_mb // WORKER_RSS_MB))
 
 
+WORKER_NICE = 10
+"""Grading workers run at a lower priority than the event loop that keeps the server busy: on a loaded machine the
+loop gets the CPU first, and grading catches up when it is free."""
+
+
+def _init_worker() -> None:
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICE)
+
+
 class GradingPool:
     """Worker processes (spawned, started on first use) for grading functions that may be slow or hang."""
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or pool_size()
         self._pool: ProcessPoolExecutor | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grading")
+        """In-process grading (IFEval's checkers, answer patterns) runs here, one at a time (their libraries load
+        data lazily and are not known to be thread-safe): the event loop keeps its share of the CPU (the GIL
+        switches every 5 ms) instead of stopping for every grade, or for seconds while langdetect loads."""
+
+    async def grade_inline(self, fn: Callable[..., Graded], *args: Any) -> Graded:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     async def grade(self, fn: Callable[..., Graded], *args: Any) -> Graded:
         """``fn(*args)`` in a worker; a hang past the timeout or a worker that died twice scores 0 with the reason."""
@@ -68,7 +85,8 @@ class GradingPool:
 
     def _get(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_init_worker)  # fmt: skip
         return self._pool
 
     def _replace(self, pool: ProcessPoolExecutor) -> None:
