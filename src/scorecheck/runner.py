@@ -499,7 +499,7 @@ class Runner:
     async def _grade_plain(self, bench: Benchmark, item: Item, extracted: str | None) -> Graded:
         """The benchmark's own grading: ``worker_grader`` in the grading pool for parsed answers, else ``grade``."""
         if extracted is None or bench.worker_grader is None:
-            return await self.pool.grade_inline(bench.grade, item, extracted)
+            return await self.pool.grade_measured(bench.name, bench.grade, item, extracted)
         return await self.pool.grade(bench.worker_grader, item, extracted)
 
     async def _grade_with_judge(self, u: Unit, extracted: str | None) -> tuple[Graded, dict[str, Any]]:
