@@ -52,12 +52,13 @@ class Config:
 
 
 CONFIGS = [
+    Config("defaults-6.25x", 256, 6.25),
     Config("defaults-12.5x", 256, 12.5),
-    Config("defaults-25x", 256, 25.0),
-    Config("no-metrics-12.5x", 256, 12.5, no_metrics=True),
     Config("64-slots-25x", 64, 25.0),
-    Config("1024-slots-6.25x", 1024, 6.25),
-    Config("2-replicas-12.5x", 256, 12.5, replicas=2),
+    Config("1024-slots-3.125x", 1024, 3.125),
+    Config("2-replicas-6.25x", 256, 6.25, replicas=2),
+    Config("no-metrics-6.25x", 256, 6.25, no_metrics=True),
+    Config("defaults-25x", 256, 25.0),
 ]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import json
 import time
@@ -225,6 +226,9 @@ class Runner:
         ):
             await self.preflight(client)
             todo = self._pending()
+            # The data, units and libraries live for the whole run: out of the collector's sight, a full collection
+            # does not stop the event loop to walk them again (a stall of the request side on a loaded machine).
+            gc.freeze()
             lengths = LengthModel(self.sampling.get("max_tokens") or self.rc.profile.max_tokens,
                                   self.store.answer_lengths())  # fmt: skip
             order = LengthOrder(((u.bench.name, _text(u.messages), u) for u in todo), lengths)
