@@ -113,6 +113,25 @@ def test_limit_follows_the_metrics_and_backs_off_on_429():
     assert lim.value == int(before * 0.7)
 
 
+def test_latency_fit_tells_a_fixed_overhead_from_a_queue():
+    """A remote API's latency has a fixed part (network, prefill): not a queue. A queue then shows as more wait."""
+    ep = EndpointState("http://x/v1", None)
+    lim = Limit(ep)
+
+    def window(wait: float, in_flight: int) -> None:
+        ep.in_flight = in_flight - 1
+        for i in range(max(24, lim.value // 4)):
+            tokens = 100 + 37 * (i % 20)
+            lim.on_completion(0.8 + wait + tokens * 0.02, tokens, sent_at=lim.changed_at + 1)
+
+    window(0.0, 32)
+    assert lim.value == 64  # 0.8 s of fixed latency, yet not full: grows
+    window(0.0, 64)
+    assert lim.value == 128
+    window(7.0, 128)  # now every request also waits 7 s: service 0.02 s x 396 tokens = 7.9 s, so ~68 slots busy
+    assert 66 <= lim.value <= 74, lim.value  # 68 + the headroom
+
+
 @pytest.mark.parametrize("metrics", [True, False], ids=["metrics", "latency"])
 def test_adaptive_concurrency_converges_to_the_servers_slots(tmp_path, metrics):
     slots = 48

@@ -9,16 +9,16 @@ holds nothing but adds latency, and a deep queue at the end of a run is time no 
 ``vllm:num_requests_running`` / ``vllm:num_requests_waiting``, SGLang: ``sglang:num_running_reqs`` /
 ``sglang:num_queue_reqs``, llama.cpp ``--metrics``: ``llamacpp:requests_processing`` /
 ``llamacpp:requests_deferred``), read every :data:`POLL_S`: while nothing waits and our requests use the whole
-limit, the limit grows (doubling until the server first queues, then by 3% and one); when more than a small headroom
-(:func:`headroom`: 4% of the running requests, at least 2) waits, it drops by the excess. It settles at the
-server's batch size plus the headroom, so a finished sequence is replaced at the next step.
+limit, the limit grows (doubling until the server first queues, then by 3% and one); when more than twice a small
+headroom (:func:`headroom`: 4% of the running requests, at least 2) waits, it drops so that the headroom waits. It
+settles at the server's batch size plus the headroom, so a finished sequence is replaced at the next step.
 
 **From latency** (no metrics): a request's latency is its queue wait plus its completion tokens times the step
 time. Over each window of requests sent since the last change, a least-squares fit of latency against completion
-tokens gives both: while the wait is under :data:`FREE_WAIT` of the service time the server has free slots (latency
-does not rise with more requests, throughput does) and the limit grows as above; otherwise the server is full (more
-requests only add latency) and the limit is set to the busy slots that explain the wait (in flight / (1 + wait /
-service), Little's law) plus the headroom.
+tokens gives both (less the least wait any window has shown: network and prefill, not queueing). While the wait is
+under :data:`FREE_WAIT` of the service time the server has free slots (more requests raise throughput, not latency)
+and the limit grows as above; otherwise the server is full (more requests only add latency) and the limit is set to
+the busy slots that explain the wait (in flight / (1 + wait / service), Little's law) plus the headroom.
 
 **Back-off**: a 429 or 5xx from a replica cuts its limit by 30% (once per :data:`BACKOFF_COOLDOWN_S`), whatever the
 mode; it then grows again by 3% steps.
@@ -101,6 +101,7 @@ class Limit:
     changed_at: float = field(default_factory=time.monotonic)
     _samples: list[tuple[float, float, int]] = field(default_factory=list)
     _throttled_seen: int = 0
+    _base_wait: float | None = None
     _backoff_at: float = 0.0
     history: list[tuple[float, int]] = field(default_factory=list)
     on_change: Callable[[], None] | None = None
@@ -156,10 +157,14 @@ class Limit:
         self._samples.append((float(tokens), latency, self.ep.in_flight + 1))
         if len(self._samples) < max(24, min(self.value // 4, 128)):
             return
-        wait, service, in_flight = fit_wait(self._samples)
+        fitted, service, in_flight = fit_wait(self._samples)
         if service <= 0:
             self._samples.clear()
             return
+        # What every request waits however idle the server (network, prefill) is not queueing: the least wait any
+        # window has shown is the baseline (as TCP Vegas takes the least round trip seen).
+        self._base_wait = fitted if self._base_wait is None else min(self._base_wait, fitted)
+        wait = fitted - self._base_wait
         if wait < FREE_WAIT * service:
             if in_flight >= 0.8 * self.value:
                 self._grow()
