@@ -105,7 +105,9 @@ def test_limit_follows_the_metrics_and_backs_off_on_429():
     lim.on_metrics(running=lim.value, waiting=0)
     assert lim.value == 64  # nothing waits and we use the whole limit: doubles
     ep.in_flight = 64
-    lim.on_metrics(running=40, waiting=24)  # 40 slots: 24 wait
+    lim.on_metrics(running=40, waiting=24)  # 40 slots: 24 wait; once may be arrivals waiting for the next step
+    assert lim.value == 64
+    lim.on_metrics(running=40, waiting=24)
     assert lim.value == 40 + headroom(40)
     before = lim.value
     ep.throttled += 1
@@ -204,8 +206,8 @@ def store_samples(run_dir: Path):
 
 
 def test_grading_pool_size_and_abort_policy():
-    assert pool_size(2) == 2 and pool_size(1) == 1 and pool_size(8) == 8
-    assert pool_size(64) == 2048 // 160  # a big machine: the memory budget caps it
+    assert pool_size(2) == 2 and pool_size(1) == 1 and pool_size(4) == 4
+    assert pool_size(64) == 7  # a big machine: the memory budget caps it (2 GB at 260 MB a worker)
     p = EarlyAbort("judge requests", 4, frozenset({"failed"}))
     assert [p.observe(s, "boom") for s in ("ok", "failed", "failed")] == [None, None, None]
     msg = p.observe("failed", "boom")

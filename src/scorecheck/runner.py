@@ -580,7 +580,7 @@ class Runner:
         limits = ", ".join(f"{lim.value} ({lim.mode})" for lim in live.limits)
         g = live.grading
         eta = live.eta.last
-        eta_text = f"ETA {_clock(eta[0])}, ~{eta[1] / 1000:,.0f}k tokens left" if eta else "ETA after the first answers"
+        eta_text = f"ETA {_clock(eta[0])}, ~{max(eta[1], 0):,.0f} tokens left" if eta else "ETA after the first answers"
         req_task, grade_task = self._run_tasks
         progress.update(req_task, completed=live.requests_done,
                         info=f"in flight {in_flight} (limit {limits}) · {eta_text}")  # fmt: skip

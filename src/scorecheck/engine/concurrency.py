@@ -10,7 +10,8 @@ holds nothing but adds latency, and a deep queue at the end of a run is time no 
 ``sglang:num_queue_reqs``, llama.cpp ``--metrics``: ``llamacpp:requests_processing`` /
 ``llamacpp:requests_deferred``), read every :data:`POLL_S`: while nothing waits and our requests use the whole
 limit, the limit grows (doubling until the server first queues, then by 3% and one); when more than twice a small
-headroom (:func:`headroom`: 4% of the running requests, at least 2) waits, it drops so that the headroom waits. It
+headroom (:func:`headroom`: 4% of the running requests, at least 2) waits at two polls running, it drops so that
+the headroom waits. It
 settles at the server's batch size plus the headroom, so a finished sequence is replaced at the next step.
 
 **From latency** (no metrics): a request's latency is its queue wait plus its completion tokens times the step
@@ -102,6 +103,7 @@ class Limit:
     _samples: list[tuple[float, float, int]] = field(default_factory=list)
     _throttled_seen: int = 0
     _base_wait: float | None = None
+    _prev_waiting: float = 0.0
     _backoff_at: float = 0.0
     history: list[tuple[float, int]] = field(default_factory=list)
     on_change: Callable[[], None] | None = None
@@ -144,8 +146,10 @@ class Limit:
             return
         ours = self.ep.in_flight
         head = headroom(running)
-        if waiting > 2 * head and ours > 0:
-            self._set(max(ours - (waiting - head), ours // 2), full=True)
+        queued, self._prev_waiting = self._prev_waiting, waiting
+        if waiting > 2 * head and queued > 2 * head and ours > 0:
+            # Queued at two polls running (requests that just arrived wait for the next step: not a full batch).
+            self._set(max(ours - (min(queued, waiting) - head), ours // 2), full=True)
         elif waiting == 0 and ours >= 0.9 * self.value:
             self._grow()
 

@@ -30,12 +30,13 @@ WORKER_GRADE_TIMEOUT_S = 120.0
 """A worker-process grade that takes longer (math-verify's own signal.alarm timeouts did not fire, e.g. stuck in C
 code) scores 0 with the reason, and the worker pool is replaced."""
 
-WORKER_RSS_MB = 160
-"""Resident memory of one grading worker after grading MATH, GSM8K and HumanEval answers (math-verify and sympy
-imported; measured 120-150 MB, BENCHMARKS.md), rounded up."""
+WORKER_RSS_MB = 260
+"""Resident memory of one grading worker after grading the full suite's answers (math-verify and sympy, IFEval's
+nltk and langdetect, HumanEval's sandbox client loaded; measured 235-240 MB, BENCHMARKS.md), rounded up."""
 
 MEMORY_BUDGET_MB = 2048
-"""The most the grading pool may hold resident: 12 workers at :data:`WORKER_RSS_MB`, whatever the core count."""
+"""The most the grading pool may hold resident: 7 workers at :data:`WORKER_RSS_MB`, whatever the core count (a
+64-core box grades with 7; grading is a few percent of a run's work, BENCHMARKS.md)."""
 
 
 def pool_size(cpus: int | None = None, budget_mb: int = MEMORY_BUDGET_MB) -> int:
