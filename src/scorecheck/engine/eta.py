@@ -3,7 +3,7 @@
 Requests: the expected completion tokens left (the expected lengths of :mod:`.order` for the requests not yet sent,
 plus half the expected length of those in flight: on average half generated) / the rate at which the server
 delivers completion tokens over the last :data:`WINDOW_S` seconds. Grading: the answers waiting to be graded / the
-grading rate over the same window. No prediction before :data:`MIN_DONE` answers have finished. Predictions are
+grading rate since the first grade. No prediction before :data:`MIN_DONE` answers have finished. Predictions are
 recorded at fixed shares of the requests, so results.json can set them against the actual end.
 """
 
@@ -23,6 +23,7 @@ CHECKPOINTS = (0.1, 0.25, 0.5, 0.75, 0.9)
 class Rate:
     """Events per second (weighted by their size) over a sliding window."""
 
+    window_s: float = WINDOW_S
     started: float = field(default_factory=time.monotonic)
     n: int = 0
     _events: deque[tuple[float, float]] = field(default_factory=deque)
@@ -34,7 +35,7 @@ class Rate:
         self.n += 1
         self._events.append((now, size))
         self._sum += size
-        while len(self._events) > MIN_DONE and now - self._events[0][0] > WINDOW_S:
+        while len(self._events) > MIN_DONE and now - self._events[0][0] > self.window_s:
             self._sum -= self._events.popleft()[1]
             self._evicted = True
 
@@ -50,7 +51,8 @@ class Eta:
     total_requests: int
     started: float = field(default_factory=time.monotonic)
     tokens: Rate = field(default_factory=Rate)
-    graded: Rate = field(default_factory=Rate)
+    graded: Rate = field(default_factory=lambda: Rate(window_s=float("inf")))
+    """Grading runs in bursts (a slow eval, then a fast one): its rate over the whole run."""
     predictions: list[dict[str, Any]] = field(default_factory=list)
     _next_checkpoint: int = 0
     last: tuple[float, float] | None = None
