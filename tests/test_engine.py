@@ -131,6 +131,8 @@ def test_latency_fit_tells_a_fixed_overhead_from_a_queue():
     window(0.0, 64)
     assert lim.value == 128
     window(7.0, 128)  # now every request also waits 7 s: service 0.02 s x 396 tokens = 7.9 s, so ~68 slots busy
+    assert lim.value == 96  # a quarter off at most per window
+    window(7.0 * 96 / 128, 96)
     assert 66 <= lim.value <= 74, lim.value  # 68 + the headroom
 
 

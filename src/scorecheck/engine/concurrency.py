@@ -10,8 +10,8 @@ holds nothing but adds latency, and a deep queue at the end of a run is time no 
 ``sglang:num_queue_reqs``, llama.cpp ``--metrics``: ``llamacpp:requests_processing`` /
 ``llamacpp:requests_deferred``), read every :data:`POLL_S`: while nothing waits and our requests use the whole
 limit, the limit grows (doubling until the server first queues, then by 3% and one); when more than twice a small
-headroom (:func:`headroom`: 4% of the running requests, at least 2) waits at two polls running, it drops so that
-the headroom waits. It
+headroom (:func:`headroom`: 4% of the running requests, at least 2) waits at two polls running and the batch did
+not grow between them, it drops to the running requests plus the headroom. It
 settles at the server's batch size plus the headroom, so a finished sequence is replaced at the next step.
 
 **From latency** (no metrics): a request's latency is its queue wait plus its completion tokens times the step
@@ -104,6 +104,7 @@ class Limit:
     _throttled_seen: int = 0
     _base_wait: float | None = None
     _prev_waiting: float = 0.0
+    _prev_running: float = 0.0
     _backoff_at: float = 0.0
     history: list[tuple[float, int]] = field(default_factory=list)
     on_change: Callable[[], None] | None = None
@@ -147,9 +148,12 @@ class Limit:
         ours = self.ep.in_flight
         head = headroom(running)
         queued, self._prev_waiting = self._prev_waiting, waiting
-        if waiting > 2 * head and queued > 2 * head and ours > 0:
-            # Queued at two polls running (requests that just arrived wait for the next step: not a full batch).
-            self._set(max(ours - (min(queued, waiting) - head), ours // 2), full=True)
+        was_running, self._prev_running = self._prev_running, running
+        if waiting > 2 * head and queued > 2 * head and running <= was_running and ours > 0:
+            # Queued at two polls running with a batch that did not grow: full (requests that just arrived wait for
+            # the next step, or for a server slow to take them, and then join: that is no full batch).
+            # The batch is what runs (our count also holds answers this process has not read yet on a loaded CPU).
+            self._set(max(running + head, ours // 2), full=True)
         elif waiting == 0 and ours >= 0.9 * self.value:
             self._grow()
 
@@ -176,7 +180,8 @@ class Limit:
                 self._samples.clear()
             return
         busy = in_flight / (1 + wait / service)
-        self._set(busy + headroom(busy), full=True)
+        # At most a quarter off per window: a client slow to read its answers (a loaded CPU) also looks like a wait.
+        self._set(max(busy + headroom(busy), 0.75 * self.value), full=True)
 
 
 def fit_wait(samples: list[tuple[float, float, int]]) -> tuple[float, float, float]:
