@@ -142,6 +142,7 @@ def combined(sts: list[dict], speed: float, slots: int) -> dict:
         "mean_occupancy": round(sum(s["mean_occupancy"] * s["makespan_s"] for s in sts) / sum(s["makespan_s"] for s in sts), 4),
         "queue_nonempty_share": round(max(s["queue_nonempty_share"] for s in sts), 4),
         "lag_max_s": max(s["lag_max_s"] for s in sts), "lag_mean_s": max(s["lag_mean_s"] for s in sts),
+        "drain_s": round(max(s["drain_s"] or 0.0 for s in sts), 3),
         "completion_tokens": sum(s["completion_tokens"] for s in sts),
     }  # fmt: skip
 
@@ -162,6 +163,7 @@ def measure(c: Config, timeout: float) -> dict:
         shutil.rmtree(out, ignore_errors=True)
     sched = res.get("schedule") or {}
     st.pop("served_requests", None)
+    st.pop("timeline", None)
     return {
         "config": c.name, "slots": c.slots, "speed": c.speed, "replicas": c.replicas, **st,
         "client_wall_s": round(wall, 1), "client_wall_sim_s": round(wall * c.speed, 1),
@@ -174,14 +176,16 @@ def measure(c: Config, timeout: float) -> dict:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| configuration | requests | makespan / ideal | ideal (sim. s) | occupancy | queue non-empty | sim lag max / mean "
-        "| client wall (sim. s) | concurrency (mode, final, max) | peak RSS main / worker |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| configuration | requests | makespan / ideal | ideal (sim. s) | drain (sim. s) | (makespan - drain) / ideal "
+        "| occupancy | queue non-empty | sim lag max / mean | client wall (sim. s) | concurrency (mode, final, max) "
+        "| peak RSS main / worker |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in rows:
         conc = "; ".join(f"{m} {f} (max {x})" for m, f, x in r["concurrency"])
         lines.append(
-            f"| {r['config']} | {r['served']:,} | **{r['ratio']:.3f}** | {r['ideal_s']:,.0f} | {r['mean_occupancy']:.3f} "
+            f"| {r['config']} | {r['served']:,} | **{r['ratio']:.3f}** | {r['ideal_s']:,.0f} | {r['drain_s']:,.0f} "
+            f"| {(r['makespan_s'] - r['drain_s']) / r['ideal_s']:.3f} | {r['mean_occupancy']:.3f} "
             f"| {r['queue_nonempty_share']:.3f} | {r['lag_max_s']:.2f} / {r['lag_mean_s']:.3f} s "
             f"| {r['client_wall_sim_s']:,.0f} | {conc} | {r['peak_rss_main_mb']} / {r['peak_rss_child_mb']} MB |"
         )  # fmt: skip

@@ -14,7 +14,8 @@ code (it fails its tests, but runs in the sandbox), plain prose otherwise.
 
 ``GET /metrics``: ``vllm:num_requests_running`` and ``vllm:num_requests_waiting`` (``--no-metrics``: 404).
 ``GET /stats``: makespan (first arrival to last answer, simulated seconds), mean batch occupancy and the share of
-the makespan with a non-empty queue, the simulator's own lag (how late its steps ran against the schedule), and the
+the makespan with a non-empty queue, the drain (simulated seconds from the last step with the batch at least half
+full to the last answer: the tail of long answers that started late), the simulator's own lag (how late its steps ran against the schedule), and the
 server-bound ideal for the requests it served (:func:`ideal_makespan`). ``--queue-limit N``: HTTP 429 when N
 requests already wait (to test back-off). It stops by itself after ``--idle-exit`` seconds without a request and
 after ``--max-wall`` seconds in all.
@@ -131,6 +132,7 @@ class Engine:
         self.wake = asyncio.Event()
         self.joined_head = 0
         self.timeline: list[tuple[float, int, int]] = []
+        self.last_half_full: float | None = None
         """Entries of ``waiting`` before this index have joined the batch."""
         self.served: list[tuple[float, int]] = []
         self.first_arrival: float | None = None
@@ -183,6 +185,8 @@ class Engine:
             self.step += 1
             self.steps += 1
             self.busy_slot_s += dur * n_run
+            if 2 * n_run >= self.slots:
+                self.last_half_full = sched
             if self.steps % 200 == 0:
                 self.timeline.append((round(sched, 1), n_run, self.waiting_count()))
             if queued:
@@ -219,6 +223,7 @@ class Engine:
             "ratio": round(span / ideal, 4) if ideal else None,
             "mean_occupancy": round(self.busy_slot_s / (span * self.slots), 4) if span > 0 else None,
             "queue_nonempty_share": round(self.queue_s / span, 4) if span > 0 else None,
+            "drain_s": round((self.last_done or 0.0) - self.last_half_full, 3) if self.last_half_full else None,
             "lag_max_s": round(self.lag_max_s, 3),
             "lag_mean_s": round(self.lag_sum_s / span, 4) if span > 0 else None,
             "completion_tokens": sum(t for _, t in self.served),
