@@ -19,7 +19,8 @@ time. Over each window of requests sent since the last change, a least-squares f
 tokens gives both (less the least wait any window has shown: network and prefill, not queueing). While the wait is
 under :data:`FREE_WAIT` of the service time the server has free slots (more requests raise throughput, not latency)
 and the limit grows as above; otherwise the server is full (more requests only add latency) and the limit is set to
-the busy slots that explain the wait (in flight / (1 + wait / service), Little's law) plus the headroom.
+the busy slots that explain the wait (in flight / (1 + wait / service), Little's law) plus the headroom, at most a
+quarter lower per window.
 
 **Back-off**: a 429 or 5xx from a replica cuts its limit by 30% (once per :data:`BACKOFF_COOLDOWN_S`), whatever the
 mode; it then grows again by 3% steps.
