@@ -231,7 +231,7 @@ def grade(
     if not quiet:
         print_table(results, out)
     else:
-        for n in results.get("notes") or []:
+        for n in results.notes:
             err.print(f"note: {n}", highlight=False, soft_wrap=True)
     out.print(f"results in {out_dir}/ (results.json, samples.jsonl, summary.md)")
 
