@@ -315,6 +315,15 @@ def _register_compare() -> None:
 _register_compare()
 
 
+def _register_export() -> None:
+    from scorecheck import cli_export
+
+    cli_export.register(app, out, _fail)
+
+
+_register_export()
+
+
 def entry() -> None:
     t0 = time.monotonic()
     try:

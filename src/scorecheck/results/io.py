@@ -73,6 +73,11 @@ def write_jsonl(path: Path, records: Iterable[BaseModel]) -> None:
     write_atomic(path, "".join(dump_line(r) + "\n" for r in records))
 
 
+def write_jsonl_dicts(path: Path, lines: Iterable[dict[str, Any]]) -> None:
+    """Another tool's JSONL (an export), atomically."""
+    write_atomic(path, "".join(json.dumps(x, ensure_ascii=False, default=str) + "\n" for x in lines))
+
+
 # -- reading ---------------------------------------------------------------------------------------------------------
 def _one_line(e: ValidationError) -> str:
     parts = []
