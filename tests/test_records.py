@@ -105,6 +105,29 @@ def test_regrade_and_grade_records_validate(two_runs, tmp_path, data_dir):
     assert [s.item_id for s in read_samples(out / "samples.jsonl")] == keys
 
 
+def test_a_run_from_before_versioned_records_is_regraded_into_versioned_ones(two_runs, tmp_path):
+    """compare refuses a record without schema_version (one line, naming the fix); regrade reads it and writes
+    versioned records with the same scores."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(two_runs[1], old, ignore=shutil.ignore_patterns("regrade-*", "export-*"))
+    for name in ("results.json", "config.json"):
+        rec = json.loads((old / name).read_text())
+        del rec["schema_version"]
+        (old / name).write_text(json.dumps(rec))
+    r = run_cli("compare", str(old))
+    assert r.code != 0 and "no schema_version" in r.err and "regrade" in r.err and len(r.err.strip().splitlines()) == 1
+    r = run_cli("regrade", str(old), timeout=120)
+    assert r.code == 0, r.err
+    (rg,) = old.glob("regrade-*")
+    res = validate_run_dir(rg)
+    assert res.schema_version == SCHEMA_VERSION
+    assert {k: v.score for k, v in res.evals.items()} == {
+        k: v.score for k, v in read_results(two_runs[1] / "results.json").evals.items()
+    }
+
+
 def _results_record() -> dict:
     return {"schema_version": SCHEMA_VERSION, "scorecheck": {"version": "0"}, "protocol": {"name": "p"},
             "model": "m", "config": {"system_prompt": {"name": "none"}},
