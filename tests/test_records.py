@@ -298,3 +298,15 @@ def test_export_errors_are_one_line(tmp_path, two_runs):
     assert r.code != 0 and len(r.err.strip().splitlines()) == 1 and "no results.json" in r.err
     r = run_cli("export", str(two_runs[0]), "--to", "helm", "--out", str(tmp_path / "x"))
     assert r.code != 0 and len(r.err.strip().splitlines()) == 1 and "inspect, lm-eval" in r.err
+
+
+def test_timing_fields_go_to_timings_only():
+    """Latency and HumanEval's sandbox seconds (nested in grade_info) leave the sample; the stored record is intact."""
+    from scorecheck.results import split_timing
+
+    stored = {"eval": "humaneval", "item_id": "HumanEval/0", "sample_index": 1, "status": "ok", "latency": 0.5,
+              "grade_info": {"seconds": 0.25, "outcome": "passed"}}  # fmt: skip
+    sample, timing = split_timing(stored)
+    assert "latency" not in sample.model_dump() and sample.grade_info == {"outcome": "passed"}
+    assert (timing.latency, timing.grade_seconds, timing.sample_index) == (0.5, 0.25, 1)
+    assert stored["grade_info"]["seconds"] == 0.25 and stored["latency"] == 0.5

@@ -87,8 +87,17 @@ def in_item_order(records: Iterable[Mapping[str, Any]], evals: Sequence[str] = (
 
 def split_timing(record: Mapping[str, Any]) -> tuple[Sample, Timing]:
     """A stored sample as its samples.jsonl record (no timing fields) and its timings.jsonl record."""
-    rec = {k: v for k, v in record.items() if k not in TIMING_FIELDS}
+    rec = dict(record)
+    timing = {"eval": record["eval"], "item_id": record["item_id"], "sample_index": record.get("sample_index", 0)}
+    for name, path in TIMING_FIELDS.items():
+        parent, key = rec, path[-1]
+        for p in path[:-1]:  # copy the nested dicts on the way: the stored record is left as it was
+            if not isinstance(parent.get(p), dict):
+                break
+            parent[p] = dict(parent[p])
+            parent = parent[p]
+        else:
+            if key in parent:
+                timing[name] = parent.pop(key)
     rec.setdefault("schema_version", Sample.model_fields["schema_version"].default)
-    timing = {"eval": record["eval"], "item_id": record["item_id"], "sample_index": record.get("sample_index", 0),
-              **{k: record.get(k) for k in TIMING_FIELDS}}  # fmt: skip
     return Sample.model_validate(rec), Timing.model_validate(timing)

@@ -180,8 +180,9 @@ class Sample(Record):
         return (self.eval, self.item_id, self.sample_index)
 
 
-TIMING_FIELDS = ("latency",)
-"""Fields of a stored sample that change from run to run: written to timings.jsonl, never to samples.jsonl."""
+TIMING_FIELDS = {"latency": ("latency",), "grade_seconds": ("grade_info", "seconds")}
+"""Timing field -> where it sits in a stored sample: what changes from run to run is written to timings.jsonl, never
+to samples.jsonl (HumanEval's sandbox wall time sits in its grade_info)."""
 
 
 class Timing(Record):
@@ -189,6 +190,9 @@ class Timing(Record):
     item_id: str
     sample_index: int = 0
     latency: float | None = None
+    """Seconds from the request to its answer (the last attempt)."""
+    grade_seconds: float | None = None
+    """Seconds the grader took where it records them (HumanEval's sandbox)."""
 
 
 # -- config.json -----------------------------------------------------------------------------------------------------
