@@ -298,3 +298,18 @@ def test_ifeval_paired_values_average_to_the_headline():
             sum(all(lo) for _, lo in prompts) / 4, sum(sum(lo) for _, lo in prompts) / n_instr]  # fmt: skip
     z = sample_scores(samples, "ifeval", "score", {"evals": {"ifeval": {"checker": "glaive-2024"}}})
     assert sum(z.values()) / len(z) == pytest.approx(sum(four) / 4)
+
+
+def test_ifeval_sub_scores_carry_their_own_n(tmp_path):
+    """prompt-level numbers are over prompts, instruction-level ones over instructions, as results.json's metrics."""
+    run = tmp_path / "ifeval"
+    run.mkdir()
+    metrics = {"prompt_strict": {"value": 0.5, "correct": 2, "n": 4}, "instruction_strict": {"value": 0.7, "correct": 7,
+               "n": 10}}  # fmt: skip
+    rec = {"schema_version": SCHEMA_VERSION, "scorecheck": {"version": "0"}, "protocol": {"name": "p"}, "model": "m",
+           "config": {"system_prompt": {"name": "none"}}, "evals": {"ifeval": {"n_items": 4, "n": 4, "score": 0.6,
+           "prompt_strict": 0.5, "instruction_strict": 0.7, "metrics": metrics}}}  # fmt: skip
+    (run / "results.json").write_text(json.dumps(rec))
+    cmp = compare([run])
+    assert cmp.cells[("ifeval", "prompt-strict", "ifeval")].n == 4
+    assert cmp.cells[("ifeval", "instruction-strict", "ifeval")].n == 10

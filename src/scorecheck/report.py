@@ -17,12 +17,10 @@ from rich.table import Table
 
 from scorecheck.benchmarks import Benchmark
 from scorecheck.results import Results, in_item_order, split_timing, write_json, write_jsonl
-from scorecheck.results.build import git_commit, versions
+from scorecheck.results.build import git_commit, versions  # noqa: F401 (where they lived before results/)
 from scorecheck.results.io import write_atomic
 from scorecheck.stats import mean_ci
 from scorecheck.store import Store
-
-__all__ = ["git_commit", "versions"]  # re-exported: where they lived before results/
 
 FLAGS = ("unparsed", "truncated", "missing_tag", "failed", "http_400")
 

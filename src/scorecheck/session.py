@@ -279,7 +279,7 @@ def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = 
     if not (run_dir / "store.sqlite").is_file() or not (run_dir / "config.json").is_file():
         raise UsageError(f"{run_dir} is not a scorecheck run directory (no store.sqlite and config.json)")
     # legacy: a run from before versioned records is regraded into versioned ones
-    described = read_config(run_dir / "config.json", legacy=True).model_dump(mode="json")
+    described = read_config(run_dir / "config.json", legacy=True).model_dump(mode="json", exclude_unset=True)
     cfg = config_from_run(described, overrides)
     rc = Resolved(cfg)
     started = time.time()

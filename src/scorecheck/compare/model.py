@@ -214,7 +214,8 @@ def build_cells(run: Run, eval_name: str) -> list[Cell]:
         v = ev.get(key)
         if isinstance(v, (int, float)):
             sub_ci = ev.get(f"{key}_ci95")
-            n = ev.get("macro_subjects") if key == "macro" else ev.get("n")
+            own = ev["metrics"].get(key)  # IFEval: each of the four with its own n (prompts or instructions)
+            n = ev.get("macro_subjects") if key == "macro" else own["n"] if own else ev["n"]
             cells.append(Cell(eval_name, label, run.label, float(v), list(sub_ci) if sub_ci else None, n,
                               problems=list(problems), note="subjects" if key == "macro" else ""))  # fmt: skip
     pass_k = ev.get("pass_at_k")
