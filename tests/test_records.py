@@ -16,7 +16,10 @@ from scorecheck.results import SCHEMA_VERSION, RecordError, Results, read_config
 from scorecheck.results.io import read_timings, write_atomic
 from scorecheck.results.schema import DOCS, schema_files
 
-STUB_RUN = ["--model", "stub-model", "--evals", "mmlu,ifeval", "--limit", "12", "--concurrency", "8", "-q"]
+CREDENTIAL = "cred-secret-7c1e9a0b"
+"""Sent in a header on no list of secret-looking names: it must not land in any record or export."""
+STUB_RUN = ["--model", "stub-model", "--evals", "mmlu,ifeval", "--limit", "12", "--concurrency", "8", "-q",
+            "--header", f"X-Credential: {CREDENTIAL}"]  # fmt: skip
 
 
 def validate_run_dir(d: Path) -> Results:
@@ -68,9 +71,11 @@ def test_two_runs_against_a_deterministic_server_write_identical_samples(two_run
     assert [s.eval for s in samples] == ["mmlu"] * 12 + ["ifeval"] * 12
     assert all(s.schema_version == SCHEMA_VERSION for s in samples)
     assert not any("latency" in json.loads(line) for line in (a / "samples.jsonl").read_text().splitlines())
-    # the store's completion order is not item order (8 in flight), the file is
     for d in (a, b):
-        validate_run_dir(d)
+        res = validate_run_dir(d)
+        assert res.config.model_dump()["endpoints"][0]["headers"] == {"X-Credential": "***"}
+        for p in d.rglob("*"):
+            assert not p.is_file() or CREDENTIAL.encode() not in p.read_bytes(), p
 
 
 def test_regrade_and_grade_records_validate(two_runs, tmp_path, data_dir):
@@ -194,7 +199,7 @@ def test_inspect_export_reads_back_with_inspect(two_runs, inspect_logs):
     log_mod = pytest.importorskip("inspect_ai.log", reason="inspect_ai is a dev dependency (pip install -e .[dev])")
     res = read_results(two_runs[0] / "results.json")
     files = sorted(inspect_logs.glob("*.json"))
-    assert len(files) == 2
+    assert len(files) == 2 and not any(CREDENTIAL in f.read_text() for f in files)
     samples = read_samples(two_runs[0] / "samples.jsonl")
     for f in files:
         log = log_mod.read_eval_log(str(f))
@@ -260,6 +265,9 @@ def test_inspect_view_serves_the_export(inspect_logs, tmp_path):
                 sync_api.expect(page.get_by_text("12 Samples", exact=True)).to_be_visible(timeout=30_000)
                 first = read_samples(next(iter(inspect_logs.parent.glob("records*/a/samples.jsonl"))))[0]
                 sync_api.expect(page.get_by_text(first.item_id, exact=True).first).to_be_visible()
+                page.get_by_text(re.compile(r"^info$", re.IGNORECASE)).first.click()  # the task configuration, metadata
+                page.wait_for_timeout(500)
+                assert CREDENTIAL not in page.content()
                 page.screenshot(path=str(tmp_path / "inspect-view.png"))
                 assert errors == []
             finally:
