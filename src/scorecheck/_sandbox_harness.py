@@ -210,7 +210,7 @@ def drop_privileges(cfg):
         os.setuid(uid)  # from root: every capability is cleared with it
         libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # /proc/self stays the program's own, as in a normal process
         return
-    if cfg["mode"] == "userns":
+    if cfg["mode"] == "userns" or os.geteuid() == 0:  # none mode as root: root's uid, but no capabilities
         try:
             last = int(open("/proc/sys/kernel/cap_last_cap").read())
         except OSError:
@@ -314,21 +314,28 @@ def _read_exactly(fd, n):
 
 def _verdict_writer(out, token):
     """The one function that writes a verdict. Everything it uses is bound now, before the program can replace
-    anything: the program may patch json, os, builtins, it cannot change what these names refer to. The token is
-    only here (the stdin it came on is closed before the program runs)."""
-    write, dumps, getpid, exit_, str_, type_ = os.write, json.dumps, os.getpid, os._exit, str, type
+    anything: the program may patch json, os, builtins, it cannot change what these names refer to (the details are
+    escaped by json's C function, not by an encoder object it could patch). The token is only here (the stdin it
+    came on is closed before the program runs)."""
+    import json.encoder
+
+    write, esc, getpid, exit_, str_, type_ = (
+        os.write,
+        json.encoder.encode_basestring_ascii,
+        os.getpid,
+        os._exit,
+        str,
+        type,
+    )
     me = getpid()
 
-    def verdict(status, **details):
+    def verdict(status, exception="", message=""):
         if getpid() != me:  # a process the program forked reached the end: only the harness's own result counts
             exit_(0)
-        try:
-            extra = dumps(details)
-            if type_(extra) is not str_:
-                extra = "{}"
-        except BaseException:
-            extra = "{}"
-        write(out, (token + " " + status + " " + str_.replace(extra, "\n", " ") + "\n").encode())
+        exception = exception if type_(exception) is str_ else ""
+        message = message if type_(message) is str_ else ""
+        details = '{"exception": ' + esc(exception) + ', "message": ' + esc(message) + "}"
+        write(out, (token + " " + status + " " + details + "\n").encode())
 
     return verdict
 
@@ -404,7 +411,7 @@ def main():
             exc, msg = type(e).__name__, str(e)[:300]
         except BaseException:
             exc, msg = "BaseException", ""
-        verdict("failed", exception=exc, message=msg)
+        verdict("failed", exc, msg)
     else:
         verdict("passed")
     exit_(0)

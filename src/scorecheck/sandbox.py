@@ -206,7 +206,7 @@ def isolation() -> Isolation:
             _ISOLATION = _made(forced, ())
             return _ISOLATION
         root = os.geteuid() == 0
-        order = ["rootns", "userns", "setuid", "none"] if root else ["userns", "none"]
+        order = ["rootns", "setuid", "none"] if root else ["userns", "none"]
         errors: list[str] = []
         for mode in order:
             if mode in UNSAFE and not unsafe_confirmed():
@@ -236,6 +236,10 @@ def _made(mode: str, errors: tuple[str, ...]) -> Isolation:
 def _probe(mode: str) -> str | None:
     if mode in ("rootns", "setuid") and os.geteuid() != 0:
         return "needs root"
+    if mode == "userns" and os.geteuid() == 0:  # the kernel never limits the process count of the host's root
+        return (
+            "as root the program would be the host's root without capabilities, its process count unlimited: use rootns"
+        )
     try:
         rec, _ = _launch(mode, "", Limits(timeout=5.0, grace=10.0), probe=True)
     except SandboxError as e:
@@ -302,12 +306,31 @@ def _slot_dir() -> str:
     return d
 
 
-def run_program(program: str, limits: Limits | None = None) -> Outcome:
-    """Run one program in the sandbox and say how it ended."""
-    iso = isolation()
+def available(mode: str) -> str | None:
+    """None when ``mode`` works here (probed once per process), else why not; a weaker mode also needs the opt-in."""
+    if mode not in DESCRIPTIONS:
+        return f"unknown mode {mode!r}"
+    if mode in UNSAFE and not unsafe_confirmed():
+        return f"{mode} is NOT contained: it needs {UNSAFE_FLAG}"
+    with _LOCK:
+        if mode not in _PROBED:
+            _PROBED[mode] = _probe(mode)
+        return _PROBED[mode]
+
+
+_PROBED: dict[str, str | None] = {}
+
+
+def run_program(program: str, limits: Limits | None = None, mode: str | None = None) -> Outcome:
+    """Run one program in the sandbox and say how it ended; ``mode`` (tests, benchmarks) picks a mode that
+    :func:`available` accepts instead of the detected one."""
+    if mode is None:
+        mode = isolation().mode
+    elif (why := available(mode)) is not None:
+        raise SandboxError(f"sandbox mode {mode}: {why}")
     limits = limits or Limits()
     t0 = time.monotonic()
-    verdict, end = _launch(iso.mode, program, limits)
+    verdict, end = _launch(mode, program, limits)
     return _outcome(verdict, end, time.monotonic() - t0)
 
 
