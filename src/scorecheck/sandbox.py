@@ -69,7 +69,7 @@ DESCRIPTIONS = {
     "rootns": "user+mount+pid+net+ipc+uts namespaces, unprivileged uid, minimal read-only root, private /dev, rlimits",
     "userns": "user+mount+pid+net+ipc+uts namespaces, no capabilities, minimal read-only root, private /dev, rlimits",
     "setuid": "unprivileged uid + rlimits (network, filesystem, IPC NOT isolated; opted in)",
-    "none": "rlimits only (NOT contained; opted in)",
+    "none": "rlimits and a scrubbed environment only (NOT contained; opted in)",
 }
 CONTAINED = ("rootns", "userns")
 UNSAFE = ("setuid", "none")
@@ -209,19 +209,20 @@ def isolation() -> Isolation:
         order = ["rootns", "setuid", "none"] if root else ["userns", "none"]
         errors: list[str] = []
         for mode in order:
+            err = _probe(mode)
+            if err is not None:
+                errors.append(f"{mode}: {err}")
+                continue
             if mode in UNSAFE and not unsafe_confirmed():
-                weaker = next(m for m in order if m in UNSAFE)
                 raise SandboxError(
                     "HumanEval runs model-written code and no contained sandbox works here ("
-                    + "; ".join(errors) + "): run as root or where unprivileged user namespaces are allowed (a "
-                    f"container started with --privileged or a seccomp profile allowing unshare), or pass "
-                    f"{UNSAFE_FLAG} to run it in '{weaker}' mode ({DESCRIPTIONS[weaker]})"
+                    + "; ".join(e for e in errors if not e.startswith(UNSAFE)) + "): run as root or where "
+                    "unprivileged user namespaces are allowed (a container started with --privileged or a seccomp "
+                    f"profile allowing unshare), or pass {UNSAFE_FLAG} to run it in '{mode}' mode "
+                    f"({DESCRIPTIONS[mode]})"
                 )  # fmt: skip
-            err = _probe(mode)
-            if err is None:
-                _ISOLATION = _made(mode, tuple(errors))
-                return _ISOLATION
-            errors.append(f"{mode}: {err}")
+            _ISOLATION = _made(mode, tuple(errors))
+            return _ISOLATION
         raise SandboxError("no way to run a program here: " + "; ".join(errors))
 
 
