@@ -394,7 +394,7 @@ def _launch(mode: str, program: str, limits: Limits, probe: bool = False) -> tup
     token = secrets.token_hex(16)
     cfg: dict[str, Any] = {"mode": mode, "uid": uid, "timeout": limits.timeout, "limits": limits.harness(),
                            "keep": interpreter_dirs(), "tmp_bytes": limits.tmp_bytes, "shm_bytes": limits.shm_bytes,
-                           "probe": probe, "site": site_dirs(),
+                           "probe": probe, "site": site_dirs(), "owner": os.getpid(),
                            "preimport": sorted(set(_PREIMPORT_RE.findall(program)))}  # fmt: skip
     argv = [sys.executable, "-I", "-S", "-c", harness_source()]
     env = dict(SANDBOX_ENV)
