@@ -196,3 +196,7 @@ def test_without_containment_the_run_fails_before_any_request_unless_opted_in(st
     res = json.loads((out / "results.json").read_text())["evals"]["humaneval"]
     assert res["isolation_mode"] == "none" and res["contained"] is False, res
     assert "ran in 'none' mode, NOT contained" in p.stdout
+    from scorecheck.compare import compare
+
+    problems = compare([out]).cells[("humaneval", "score", "run")].problems
+    assert any("'none' mode" in x for x in problems), problems
