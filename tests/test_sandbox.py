@@ -163,13 +163,21 @@ def test_isolation_is_detected_and_contained_on_linux_with_namespaces():
         assert iso.contained, iso
 
 
+def _open_dirs(tmp_path: Path, prefix: str) -> list[Path]:
+    """Two world-writable directories, so only the sandbox protects them: one under /tmp, one in the checkout."""
+    dirs = []
+    for base in (tmp_path, ROOT / ".pytest_cache"):
+        d = base / f"{prefix}-{secrets.token_hex(4)}"
+        d.mkdir(parents=True)
+        d.chmod(0o777)
+        dirs.append(d)
+    return dirs
+
+
 def test_canary_outside_the_sandbox_survives_deletion_attempts(mode, tmp_path):
     # World-writable canaries, so only the sandbox protects them: one under /tmp, one in the checkout.
     canaries = []
-    for base in (tmp_path, ROOT / ".pytest_cache"):
-        d = base / f"sandbox-canary-{secrets.token_hex(4)}"
-        d.mkdir(parents=True)
-        d.chmod(0o777)
+    for d in _open_dirs(tmp_path, "sandbox-canary"):
         f = d / "canary.txt"
         f.write_text("alive")
         f.chmod(0o666)
@@ -461,12 +469,7 @@ time.sleep(0.8)
 
 
 def test_no_unix_socket_of_the_host_is_reachable(mode, tmp_path):
-    places = []
-    for base in (tmp_path, ROOT / ".pytest_cache"):
-        d = base / f"sbx-{secrets.token_hex(3)}"
-        d.mkdir(parents=True)
-        d.chmod(0o777)
-        places.append(str(d / "s"))
+    places = [str(d / "s") for d in _open_dirs(tmp_path, "sbx")]
     abstract = "\0scorecheck-test-" + secrets.token_hex(4)
     servers = []
     try:
