@@ -744,3 +744,39 @@ with sandbox.running_slot():
     monkeypatch.setenv(sandbox.MAX_RUNNING_ENV, "zero")
     with pytest.raises(sandbox.SandboxError, match=sandbox.MAX_RUNNING_ENV):
         sandbox.max_running()
+
+
+def test_setuid_mode_run_keeps_the_store_out_of_the_programs_reach(stub):
+    """A whole opted-in run in setuid mode (here only where the interpreter under /root is reachable by other uids):
+    the run directory is 0700, so the model's program cannot read the store (the same read as another uid succeeds
+    once the directory is opened up)."""
+    if not AS_NOBODY:
+        pytest.skip("needs root (setuid mode) and the test's mount namespace")
+    import tempfile
+
+    out = ROOT / ".pytest_cache" / f"sbx-run-{secrets.token_hex(4)}"
+    store = out / "store.sqlite"
+    read = f"open({str(store)!r}, 'rb').read(1)"
+    completion = (f"    pass\nclass ReadTheStore(Exception):\n    pass\ntry:\n    {read}\nexcept OSError:\n    pass\n"
+                  "else:\n    raise ReadTheStore\n")  # fmt: skip
+    stub.control(answer="```python\n" + completion + "```")
+    argv = [sys.executable, "-m", "scorecheck", "run", "--base-url", stub.base_url, "--model", "stub-model", "--evals",
+            "humaneval", "--limit", "1", "--out", str(out), "-q", "--confirm-run-unsafe-code"]  # fmt: skip
+    e = {k: v for k, v in os.environ.items() if k != sandbox.UNSAFE_ENV}
+    try:
+        with tempfile.TemporaryDirectory(prefix="sbx-root-") as t:
+            p = subprocess.run(_nobody_cmd(t, Limits(), user="root", argv=argv), capture_output=True, text=True,
+                               timeout=300, env={**e, "SCORECHECK_SANDBOX": "setuid"}, cwd="/")  # fmt: skip
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert "ran in 'setuid' mode, NOT contained" in p.stdout
+        assert out.stat().st_mode & 0o777 == 0o700
+        sample = json.loads((out / "samples.jsonl").read_text().splitlines()[0])
+        assert sample["grade_info"]["isolation_mode"] == "setuid"
+        assert sample["grade_info"]["exception"] == "AssertionError", sample["grade_info"]  # the read failed
+        other = ["setpriv", "--reuid", str(sandbox.UID_BASE + 7), "--regid", str(sandbox.UID_BASE + 7),
+                 "--clear-groups", sys.executable, "-I", "-S", "-c", read]  # fmt: skip
+        assert subprocess.run(other, capture_output=True).returncode != 0
+        out.chmod(0o755)  # the control: opened up, another uid reads it
+        assert subprocess.run(other, capture_output=True).returncode == 0
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
