@@ -564,10 +564,11 @@ def _tree_rss(marker: str) -> int:
 
 
 def test_eight_children_of_900_mb_stay_within_the_sandboxes_total(mode):
-    limits = Limits(timeout=5.0)
+    limits = Limits(timeout=10.0)
     program = """
 import posix, time
-kids = []
+r, w = posix.pipe()
+kids = 0
 for i in range(8):
     try:
         pid = posix.fork()
@@ -580,11 +581,15 @@ for i in range(8):
                 break
             except MemoryError:
                 pass
-        time.sleep(1.2)
+        posix.write(w, b"x")
+        time.sleep(10)
         posix._exit(0)
-    kids.append(pid)
-time.sleep(1.5)
-assert len(kids) < 8, kids
+    kids += 1
+got = b""
+while len(got) < kids:  # every child has its memory
+    got += posix.read(r, 8)
+time.sleep(0.6)
+assert kids < 8, kids
 """
     peak = 0
     result: dict = {}

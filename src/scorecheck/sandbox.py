@@ -5,8 +5,8 @@ program gets its own process tree and interpreter, started by ``_sandbox_harness
 machine allows, detected once per process and recorded with every result (docs/sandbox.md says what each contains):
 
 ``rootns`` (as root) and ``userns`` (not root, unprivileged user namespaces allowed): contained
-    new user, mount, pid, network, IPC and UTS namespaces; a new root with only /usr, /etc and the interpreter's
-    directories (read-only, nosuid), a fresh /proc (other processes, scorecheck included, are invisible), a /dev with
+    new user, mount, pid, network, IPC and UTS namespaces; a new root with only /usr, a few files of /etc and the
+    interpreter's directories (read-only, nosuid), a fresh /proc (other processes, scorecheck included, are invisible), a /dev with
     only null, zero and urandom, size-limited tmpfs at /tmp and /dev/shm as the only writable places, no network
     interface but a down loopback, no further user namespaces and small System V IPC limits (sysctls of the sandbox's
     own namespaces: nothing on the host is ever written). ``rootns`` runs the program as a fresh unprivileged uid
@@ -227,11 +227,15 @@ def isolation() -> Isolation:
 
 
 def _made(mode: str, errors: tuple[str, ...]) -> Isolation:
+    _harden(mode)
+    return Isolation(mode, DESCRIPTIONS[mode], mode in CONTAINED, errors)
+
+
+def _harden(mode: str) -> None:
     if mode == "none":  # the program shares scorecheck's uid: keep it out of scorecheck's memory and environment
         import ctypes
 
         ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0
-    return Isolation(mode, DESCRIPTIONS[mode], mode in CONTAINED, errors)
 
 
 def _probe(mode: str) -> str | None:
@@ -316,6 +320,8 @@ def available(mode: str) -> str | None:
     with _LOCK:
         if mode not in _PROBED:
             _PROBED[mode] = _probe(mode)
+            if _PROBED[mode] is None:
+                _harden(mode)
         return _PROBED[mode]
 
 
