@@ -184,6 +184,11 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
         write_atomic(p, "new\n")
     assert p.read_text() == "old\n"  # the old record, whole
     assert [x.name for x in tmp_path.iterdir()] == ["results.json"]  # no temporary file left behind
+    monkeypatch.undo()
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    write_atomic(p, "new\n")
+    assert p.read_text() == "new\n" and p.stat().st_mode == plain.stat().st_mode  # the mode open() would give
 
 
 # --- exports ---------------------------------------------------------------------------------------------------------

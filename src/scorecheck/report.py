@@ -146,6 +146,10 @@ def print_table(results: Results | dict[str, Any], console: Console | None = Non
     console.print(t)
     for n in results.get("notes") or []:
         console.print(f"[yellow]note:[/] {n}")
+    for name, e in results["evals"].items():  # where model-written code ran (scorecheck.sandbox)
+        if e.get("isolation_mode"):
+            how = "contained" if e.get("contained") else "[red]NOT contained[/] (--confirm-run-unsafe-code)"
+            console.print(f"sandbox: {name} programs ran in '{e['isolation_mode']}' mode, {how}")
 
 
 def sha256_text(s: str) -> str:

@@ -45,11 +45,24 @@ def dump_line(record: BaseModel) -> str:
     return json.dumps(record.model_dump(mode="json", exclude_unset=True), ensure_ascii=False, default=str)
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask sets it, which races with other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file in the same directory, fsync, rename, fsync the directory)."""
+    """Write ``text`` to ``path`` atomically (temp file in the same directory, fsync, rename, fsync the directory).
+    The file gets the mode a plain ``open(path, "w")`` would give it (mkstemp's temporary file is 0600)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
