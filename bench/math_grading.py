@@ -13,6 +13,11 @@ the pool's start, about 2-3 s of imports, is counted):
 
 Run: ``SCORECHECK_DATA_DIR=../shared/datasets python bench/math_grading.py [--limit N] [--evals math,gsm8k]
 [--json out.json]``.
+
+``--against OLD.py`` (another version of grading/symbolic.py, e.g. ``git show main:src/scorecheck/grading/symbolic.py
+> /tmp/old.py``) also grades every pass with both versions in this process, interleaved in chunks of 250 answers
+(which version goes first alternates; math-verify's parse caches are cleared before each chunk), and prints the CPU
+and wall time of each: on a machine loaded by others, the ratio of the two is what can be trusted.
 The numbers in BENCHMARKS.md come from this script; it prints the machine's load so a busy machine is visible.
 """
 
@@ -68,12 +73,45 @@ async def grade_all(items: list[Item], answers: list[str], concurrency: int, eva
     return results, time.perf_counter() - t0
 
 
+def against(old_path: Path, eval_name: str, items: list[Item], answers: list[str]) -> dict:
+    """Both versions of symbolic_equal on the same answers, interleaved; CPU and wall seconds of each."""
+    import importlib.util
+
+    import math_verify.parser as mp
+
+    from scorecheck.grading import symbolic as new
+
+    spec = importlib.util.spec_from_file_location("symbolic_against", old_path)
+    assert spec is not None and spec.loader is not None
+    old = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(old)
+    latex = eval_name == "math"
+    for it, a in zip(items[:50], answers[:50], strict=False):  # warm-up, untimed: imports and lazy set-up
+        new.symbolic_equal(it.gold, a, latex_gold=latex)
+        old.symbolic_equal(it.gold, a, latex_gold=latex)
+    totals = {"new": [0.0, 0.0], "old": [0.0, 0.0]}
+    for k, start in enumerate(range(0, len(items), 250)):
+        chunk = list(zip(items[start : start + 250], answers[start : start + 250], strict=True))
+        for name in ("new", "old") if k % 2 == 0 else ("old", "new"):
+            fn = (new if name == "new" else old).symbolic_equal
+            for f in (mp.parse_latex_cached, mp.parse_expr_cached):
+                f.cache_clear()
+            c0, w0 = time.process_time(), time.perf_counter()
+            for it, a in chunk:
+                fn(it.gold, a, latex_gold=latex)
+            totals[name][0] += time.process_time() - c0
+            totals[name][1] += time.perf_counter() - w0
+    return {name: {"cpu_s": round(c, 2), "wall_s": round(w, 2)} for name, (c, w) in totals.items()} | {
+        "cpu_ratio_new_over_old": round(totals["new"][0] / totals["old"][0], 3)}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--evals", default="math,gsm8k")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--against", type=Path, default=None, help="another grading/symbolic.py to time against")
     args = ap.parse_args()
     from scorecheck.benchmarks import get_benchmarks
 
@@ -107,6 +145,12 @@ def main() -> None:
         print(f"{name:>9}: {len(items)} answers in {secs:.1f} s wall ({len(items) / secs:.0f}/s), {cpu:.1f} CPU-s in "
               f"the workers (= {cpu / 2:.1f} s on 2 free cores); "
               f"{len(wrong)} not scored as expected; details {details}", flush=True)  # fmt: skip
+        if args.against:
+            ab = against(args.against, eval_name, items, answers)
+            report[name]["against"] = ab
+            print(f"{name:>9}: in-process, interleaved: this version {ab['new']['cpu_s']} CPU-s "
+                  f"({ab['new']['wall_s']} s wall), {args.against} {ab['old']['cpu_s']} CPU-s ({ab['old']['wall_s']} s "
+                  f"wall): ratio {ab['cpu_ratio_new_over_old']}", flush=True)  # fmt: skip
     report["loadavg_after"] = os.getloadavg()
     print(f"load average before {load_before}, after {report['loadavg_after']} on {os.cpu_count()} CPUs")
     if args.json:

@@ -5,6 +5,11 @@ thread it raises ``ValueError``, which a careless caller turns into a silent zer
 :func:`symbolic_equal` in a worker process, whose tasks run on its main thread; scripts may call it on their main
 thread. Called from any other thread it raises :class:`RuntimeError` instead of grading without a timeout.
 
+Before either side is parsed, the answer is normalised (:func:`normalise`: markdown, trailing punctuation, ``\\$``,
+thousands separators, fullwidth digits, ``\\text{}`` wrappers, ``∞``, number words up to twenty; the gold gets the
+thousands-separator rule only), and an answer with several numbers between words (``50 of 18``) scores 0
+(:func:`several_numbers`). Every rule, with examples and what it leaves alone: docs/graders.md.
+
 How the two sides are parsed:
 - GSM8K (``latex_gold=False``): gold and answer as math-verify's defaults parse them (LaTeX, then plain expression).
 - MATH (``latex_gold=True``): the gold answer is the content of the solution's ``\\boxed{}``, so it is parsed as
