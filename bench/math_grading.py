@@ -16,7 +16,7 @@ Run: ``SCORECHECK_DATA_DIR=../shared/datasets python bench/math_grading.py [--li
 
 ``--against OLD.py`` (another version of grading/symbolic.py, e.g. ``git show main:src/scorecheck/grading/symbolic.py
 > /tmp/old.py``) also grades every pass with both versions in this process, interleaved in chunks of 250 answers
-(which version goes first alternates; math-verify's parse caches are cleared before each chunk), and prints the CPU
+(which version goes first alternates; math-verify's and sympy's caches are cleared before each chunk), and prints the CPU
 and wall time of each: on a machine loaded by others, the ratio of the two is what can be trusted.
 The numbers in BENCHMARKS.md come from this script; it prints the machine's load so a busy machine is visible.
 """
@@ -78,6 +78,7 @@ def against(old_path: Path, eval_name: str, items: list[Item], answers: list[str
     import importlib.util
 
     import math_verify.parser as mp
+    from sympy.core.cache import clear_cache
 
     from scorecheck.grading import symbolic as new
 
@@ -96,6 +97,7 @@ def against(old_path: Path, eval_name: str, items: list[Item], answers: list[str
             fn = (new if name == "new" else old).symbolic_equal
             for f in (mp.parse_latex_cached, mp.parse_expr_cached):
                 f.cache_clear()
+            clear_cache()  # sympy's own cache, which would let the second version reuse the first one's work
             c0, w0 = time.process_time(), time.perf_counter()
             for it, a in chunk:
                 fn(it.gold, a, latex_gold=latex)
