@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from scorecheck.errors import UsageError
 
@@ -60,7 +60,7 @@ class RunConfig(BaseModel):
     protocol: str = "glaive-2024"
     evals: list[str] = Field(default_factory=lambda: ["mmlu", "gpqa", "gsm8k"])
     limit: int | None = Field(default=None, ge=1)
-    samples: int = Field(default=1, ge=1, validation_alias=AliasChoices("epochs", "samples"))
+    samples: int = Field(default=1, ge=1)
     """Repeats of every item (``--epochs``, TOML ``epochs``; ``samples`` is the older name); HumanEval: pass@k."""
     temperature: float | None = None
     max_tokens: int | None = Field(default=None, ge=1)
@@ -123,6 +123,7 @@ def flag_for(loc: tuple[Any, ...]) -> str:
 
 
 def _toml_path(loc: tuple[Any, ...]) -> str:
+    loc = ("epochs", *loc[1:]) if loc[:1] == ("samples",) else loc
     return "".join(f"[{x}]" if isinstance(x, int) else (f".{x}" if i else str(x)) for i, x in enumerate(loc))
 
 
@@ -175,6 +176,8 @@ def build(file_values: dict[str, Any], overrides: dict[str, Any], origin: str = 
     """``file_values`` (a TOML file's) overridden by ``overrides`` (None: not given). An error names the flag of a
     key in ``from_flags`` [every override], else the key in ``origin``."""
     merged = dict(file_values)
+    if "epochs" in merged:  # the TOML name of ``samples`` (Inspect's word for repeats)
+        merged["samples"] = merged.pop("epochs")
     given = {k: v for k, v in overrides.items() if v is not None}
     merged.update(given)
     try:
