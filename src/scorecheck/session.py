@@ -236,6 +236,9 @@ def build_results(rc: Resolved, runner: Runner, store: Store, started: float,
         notes.append(
             f"max_tokens capped at {rc.cfg.max_tokens} (protocol: {rc.profile.max_tokens}) for the embedded model"
         )
+    if not rc.cfg.endpoints:
+        notes.append("the embedded SmolLM2-135M (CPU) exercises the pipeline, it does not score: expect numbers near "
+                     "zero; give --base-url of a real model's server for real scores")  # fmt: skip
     notes += agreement_notes(evals)
     ended = time.time()
     desc = rc.describe()
