@@ -174,3 +174,25 @@ def test_a_long_run_on_the_embedded_model_says_its_estimate_first(tmp_path):
     assert time.monotonic() - t0 < 20
     assert first.startswith("estimate: 1,319 requests on the embedded CPU model"), first
     assert "up to 6000 tokens each" in first and "hours" in first and "--limit" in first
+
+
+def test_serve_vllm_takes_vllms_flag_names(tmp_path):
+    """-tp/--tensor-parallel-size and --max-model-len reach vLLM's command line (a fake vllm prints it and dies);
+    --tp still works, with a warning; vLLM's --api-key after -- is refused (it would be in ps)."""
+    import stat
+
+    for name, body in (("nvidia-smi", 'echo "0, NVIDIA H100, 81559"\necho "1, NVIDIA H100, 81559"\n'),
+                       ("vllm", 'echo "argv: $*"\nexit 1\n')):  # fmt: skip
+        (tmp_path / name).write_text("#!/bin/sh\n" + body)
+        (tmp_path / name).chmod(0o755 | stat.S_IEXEC)
+    env = {**ENV, "PATH": f"{tmp_path}:/usr/bin:/bin"}
+    out = str(tmp_path / "serve")
+    r = run_cli("serve", "vllm", "m/x", "-tp", "2", "--max-model-len", "8192", "--out", out, env=env, timeout=60)
+    assert (
+        r.code == 2
+        and "argv: serve m/x --host 127.0.0.1 --port 5050 --tensor-parallel-size 2 --max-model-len 8192" in r.err
+    )
+    r = run_cli("serve", "vllm", "m/x", "--tp", "3", "--out", out, env=env, timeout=60)
+    assert "--tp is deprecated" in r.err and "needs 3 GPUs; this machine has 2" in r.err
+    line = one_line_error(run_cli("serve", "vllm", "m/x", "--", "--api-key", "sk-x", env=env, timeout=60))
+    assert "VLLM_API_KEY" in line and "sk-x" not in line

@@ -64,6 +64,14 @@ def _serve_until_stopped(spec, out_dir: Path) -> None:  # type: ignore[no-untype
         group.stop()
 
 
+def _refuse_api_key_arg(args: list[str], command: str) -> None:
+    """vLLM's own --api-key would put the key on command lines (ssh's, vLLM's) where ps shows it."""
+    if any(a == "--api-key" or a.startswith("--api-key=") for a in args):
+        fix = " and give `remote --env VLLM_API_KEY`" if command.startswith("remote") else ""
+        raise UsageError(f"{command}: vLLM's --api-key would be visible in ps: export VLLM_API_KEY instead{fix} (vLLM "
+                         "reads it; scorecheck passes it in the server's environment)")  # fmt: skip
+
+
 @serve_app.callback(invoke_without_command=True)
 def serve_main(
     ctx: typer.Context,
@@ -160,9 +168,7 @@ def serve_vllm(
 
     try:
         args = list(extra or [])
-        if any(a == "--api-key" or a.startswith("--api-key=") for a in args):
-            raise UsageError("vLLM's --api-key would be visible in ps: export VLLM_API_KEY instead (vLLM reads it; "
-                             "scorecheck passes it in the server's environment)")  # fmt: skip
+        _refuse_api_key_arg(args, "serve vllm")
         if tp is not None:
             _note("warning: --tp is deprecated: vLLM's name is --tensor-parallel-size (or -tp)")
             tensor_parallel_size = tp
@@ -368,10 +374,11 @@ def remote_setup(
 
 @remote_app.command("up", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def remote_up(ctx: typer.Context) -> None:
-    """Start `scorecheck serve ARGS` on the box, detached (e.g. `remote up vllm MODEL --tp 4 --port 5050`)."""
+    """Start `scorecheck serve ARGS` on the box, detached (e.g. `remote up vllm MODEL -tp 4 --port 5050`)."""
     from scorecheck import remote
 
     try:
+        _refuse_api_key_arg(list(ctx.args), "remote up")
         t = _target(ctx)
         job = remote.up(t, list(ctx.args))
         _wait_server_ready(t, job)
