@@ -130,3 +130,9 @@ def test_credential_flags_beside_a_config_file_endpoint_are_used(stub, tmp_path)
 def test_credential_flags_without_an_endpoint_are_refused(tmp_path):
     r = run_cli("run", "--api-key-env", "MY_KEY", "--print-config", timeout=60)
     assert r.code == 2 and "--api-key-env: no endpoint" in r.err and "--base-url" in r.err
+
+
+def test_deprecated_samples_is_epochs_with_a_note():
+    r = run_cli("run", "--samples-per-task", "3", "--print-config", timeout=60)
+    assert r.code == 0 and json.loads(r.out)["samples"] == 3
+    assert "--samples/--samples-per-task is deprecated" in r.err and "--epochs" in r.err
