@@ -155,7 +155,8 @@ def test_data_locate_finds_the_data_dir_copy(data_dir):
 
 
 def test_a_long_run_on_the_embedded_model_says_its_estimate_first(tmp_path):
-    """A bare run (no --base-url, no --limit): the estimate comes before the model starts. Stopped right there."""
+    """A bare run (no --base-url, no --limit): the estimate comes before the model starts. Stopped right there with
+    Ctrl-C (SIGINT), which stops the embedded server too if it was already starting (it runs in its own session)."""
     import os
     import signal
     import subprocess
@@ -169,11 +170,16 @@ def test_a_long_run_on_the_embedded_model_says_its_estimate_first(tmp_path):
     try:
         first = p.stderr.readline()
     finally:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait(30)
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
     assert time.monotonic() - t0 < 20
     assert first.startswith("estimate: 1,319 requests on the embedded CPU model"), first
     assert "up to 6000 tokens each" in first and "hours" in first and "--limit" in first
+    assert p.returncode == 130
 
 
 def test_serve_vllm_takes_vllms_flag_names(tmp_path):
