@@ -108,9 +108,8 @@ EMBEDDED_TOKENS_PER_S = 75
 
 
 def say_estimate(rc: Resolved, runner: Runner, err: Console) -> None:
-    """Before a run on the embedded CPU model without --limit: how long it may take, and how to make it short."""
-    if rc.cfg.limit:
-        return
+    """Before a long run on the embedded CPU model (a bare `scorecheck run`: 15,809 items at max_tokens 6000): how
+    long it may take, and how to make it short."""
     requests = sum(len(v) for v in runner.items.values()) * rc.cfg.samples
     max_tokens = rc.sampling()["max_tokens"]
     hours = requests * max_tokens / EMBEDDED_TOKENS_PER_S / 3600
