@@ -79,3 +79,19 @@ def test_no_secret_on_any_command_line(tmp_path):
         for s in (model, judge):
             s.proc.terminate()
             s.proc.wait(timeout=10)
+
+
+def test_scrubbed_argv_forms():
+    from scorecheck.cli import scrubbed_argv
+
+    env: dict[str, str] = {}
+    argv = ["scorecheck", "run", "--api-key=sk-1", "--header", "Authorization: Bearer t-1", "--header=X-Route: blue",
+            "--model", "m", "--", "--api-key", "literal"]  # fmt: skip
+    new = scrubbed_argv(argv, env)
+    assert new is not None and not any("sk-1" in a or "t-1" in a for a in new)
+    assert new[:2] == ["scorecheck", "run"] and new[-2:] == ["--api-key", "literal"]  # after --: left alone
+    assert ["--header", "X-Route: blue"] == new[new.index("--header") : new.index("--header") + 2]  # no secret
+    moved = dict(a.split("=", 1) for a in new if a.startswith("Authorization="))
+    assert env["SCORECHECK_MOVED_API_KEY"] == "sk-1" and env[moved["Authorization"]] == "Bearer t-1"
+    assert scrubbed_argv(["scorecheck", "run", "--header", "X-Route: blue"], {}) is None
+    assert scrubbed_argv(["scorecheck", "serve", "vllm", "m", "--", "--api-key", "x"], {}) is None
