@@ -169,6 +169,7 @@ def test_a_long_run_on_the_embedded_model_says_its_estimate_first(tmp_path):
     t0 = time.monotonic()
     try:
         first = p.stderr.readline()
+        seconds = time.monotonic() - t0
     finally:
         p.send_signal(signal.SIGINT)
         try:
@@ -176,7 +177,7 @@ def test_a_long_run_on_the_embedded_model_says_its_estimate_first(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait(10)
-    assert time.monotonic() - t0 < 20
+    assert seconds < 20, seconds
     assert first.startswith("estimate: 1,319 requests on the embedded CPU model"), first
     assert "up to 6000 tokens each" in first and "hours" in first and "--limit" in first
     assert p.returncode == 130
