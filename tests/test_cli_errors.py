@@ -154,10 +154,18 @@ def test_data_locate_finds_the_data_dir_copy(data_dir):
     assert f"gsm8k: {data_dir / 'gsm8k' / 'test.jsonl'}" in r.out
 
 
+def _cmdline(proc_dir: Path) -> bytes:
+    try:
+        return (proc_dir / "cmdline").read_bytes()
+    except OSError:  # gone meanwhile
+        return b""
+
+
 def test_a_long_run_on_the_embedded_model_says_its_estimate_first(tmp_path):
-    """A bare run (no --base-url, no --limit): the estimate comes before the model starts. Stopped right there with
-    Ctrl-C (SIGINT), which stops the embedded server too if it was already starting (it runs in its own session)."""
+    """A bare run (no --base-url, no --limit): the estimate comes before the model starts. Then Ctrl-C (SIGINT), once
+    the embedded server runs (a signal inside its Popen would orphan it: it has its own session); the run stops it."""
     import os
+    import re
     import signal
     import subprocess
     import sys
@@ -167,13 +175,17 @@ def test_a_long_run_on_the_embedded_model_says_its_estimate_first(tmp_path):
                           "-q"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
                          env={**os.environ, **ENV}, start_new_session=True)  # fmt: skip
     t0 = time.monotonic()
+    log = tmp_path / "r" / "embedded.log"
     try:
         first = p.stderr.readline()
         seconds = time.monotonic() - t0
+        starting = p.stderr.readline()
+        while time.monotonic() - t0 < 120 and (not log.exists() or log.read_text().count("\n") < 4):
+            time.sleep(0.2)  # the server writes its own lines after scorecheck's header
     finally:
         p.send_signal(signal.SIGINT)
         try:
-            p.wait(60)
+            p.wait(120)
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait(10)
@@ -181,6 +193,10 @@ def test_a_long_run_on_the_embedded_model_says_its_estimate_first(tmp_path):
     assert first.startswith("estimate: 1,319 requests on the embedded CPU model"), first
     assert "up to 6000 tokens each" in first and "hours" in first and "--limit" in first
     assert p.returncode == 130
+    port = re.search(r"127\.0\.0\.1:(\d+)", starting).group(1)
+    left = [c for c in map(_cmdline, Path("/proc").glob("[0-9]*")) if b"scorecheck.embedded" in c and
+            f"\0{port}\0".encode() in c]  # fmt: skip
+    assert not left, left
 
 
 def test_serve_vllm_takes_vllms_flag_names(tmp_path):
