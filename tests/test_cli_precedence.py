@@ -136,3 +136,21 @@ def test_deprecated_samples_is_epochs_with_a_note():
     r = run_cli("run", "--samples-per-task", "3", "--print-config", timeout=60)
     assert r.code == 0 and json.loads(r.out)["samples"] == 3
     assert "--samples/--samples-per-task is deprecated" in r.err and "--epochs" in r.err
+
+
+def test_system_prompt_forms_and_a_regrade_of_them(stub, tmp_path):
+    """text:TEXT and @FILE are recorded as such, and a regrade rebuilds the run's configuration from them."""
+    prompt = tmp_path / "p.txt"
+    prompt.write_text("From a file.")
+    r = run_cli("run", "--system-prompt", f"@{prompt}", "--print-config", timeout=60)
+    assert r.code == 0 and json.loads(r.out)["system_prompt"]["text"] == "From a file."
+    out = tmp_path / "run"
+    r = run_cli("run", "--base-url", stub.base_url, "--model", "stub-model", "--evals", "gsm8k", "--limit", "2",
+                "--system-prompt", "text:Be brief.", "--out", str(out), "-q", timeout=120)  # fmt: skip
+    assert r.code == 0, r.err
+    assert json.loads((out / "config.json").read_text())["system_prompt"]["text"] == "Be brief."
+    r = run_cli("regrade", str(out), timeout=120)
+    assert r.code == 0, r.err
+    (regraded,) = out.glob("regrade-*/results.json")
+    sp = json.loads(regraded.read_text())["config"]["system_prompt"]
+    assert (sp["name"], sp["text"]) == ("literal", "Be brief.")
