@@ -48,13 +48,20 @@ def test_help_shows_every_default_and_no_artefact(path):
         assert bad not in text, (bad, text)
     assert not EATEN.search(text), (EATEN.search(text), text)
     cmd = COMMANDS[path]
-    ctx = cmd.context_class(cmd, info_name=path[-1] if path else "scorecheck", show_default=True)
+    prefix = "_".join(["SCORECHECK", *path]).upper().replace("-", "_")
+    ctx = cmd.context_class(cmd, info_name=path[-1] if path else "scorecheck", show_default=True,
+                            auto_envvar_prefix=prefix)  # fmt: skip
     checked = 0
     for p in cmd.params:
         if p.hidden or p.name == "help":
             continue
         assert p.help, f"{p.name} has no help"
         assert _squash(p.help) in _squash(text), (p.name, p.help)
+        if p.param_type_name == "option" and any(o.startswith("--") for o in p.opts):  # SCORECHECK_<COMMAND>_<FLAG>
+            longs = [o for o in p.opts if o.startswith("--")]
+            want = f"{prefix}_{longs[0][2:]}".upper().replace("-", "_")
+            assert not p.show_envvar or f"env var: {want}" in p.get_help_record(ctx)[1] or p.name == "ssh_config", (
+                path, p.name, p.get_help_record(ctx)[1])  # fmt: skip
         if p.param_type_name == "option" and not p.is_flag:
             _, record = p.get_help_record(ctx)
             assert "default:" in record or "required" in record, (path, p.name, record)

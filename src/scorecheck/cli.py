@@ -540,7 +540,13 @@ def data_fetch(
     ] = None,
     from_file: Annotated[
         Optional[Path],
-        typer.Option("--from", metavar="FILE", show_default="download", help="Use this local file (checked) for KEY."),
+        typer.Option(
+            "--from",
+            envvar="SCORECHECK_DATA_FETCH_FROM",
+            metavar="FILE",
+            show_default="download",
+            help="Use this local file (checked) for KEY.",
+        ),
     ] = None,
 ) -> None:
     """Download benchmark files into the cache and check them."""

@@ -50,7 +50,11 @@ def register(app: typer.Typer) -> None:
         json_out: Annotated[
             Optional[Path],
             typer.Option(
-                "--json", metavar="FILE", show_default="not written", help="Write the whole comparison as JSON."
+                "--json",
+                envvar="SCORECHECK_COMPARE_JSON",
+                metavar="FILE",
+                show_default="not written",
+                help="Write the whole comparison as JSON.",
             ),
         ] = None,
         resamples: Annotated[int, typer.Option(help="Bootstrap resamples for paired intervals.")] = 2000,

@@ -81,7 +81,9 @@ def serve_main(
     port: Annotated[int, typer.Option(help="Port to listen on (with --embedded).")] = 8080,
     host: Annotated[str, typer.Option(help="Address to bind (with --embedded).")] = "127.0.0.1",
     parallel: Annotated[int, typer.Option(help="Parallel slots (with --embedded).")] = 4,
-    ctx_tokens: Annotated[int, typer.Option("--ctx", help="Context tokens per slot (with --embedded).")] = 4096,
+    ctx_tokens: Annotated[
+        int, typer.Option("--ctx", envvar="SCORECHECK_SERVE_CTX", help="Context tokens per slot (with --embedded).")
+    ] = 4096,
 ) -> None:
     """Serve a model behind an OpenAI-compatible API until Ctrl-C."""
     if ctx.invoked_subcommand is not None:
@@ -99,14 +101,17 @@ def serve_embedded(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     parallel: Annotated[int, typer.Option(help="Parallel slots.")] = 4,
-    ctx_tokens: Annotated[int, typer.Option("--ctx", help="Context tokens per slot.")] = 4096,
+    ctx_tokens: Annotated[
+        int, typer.Option("--ctx", envvar="SCORECHECK_SERVE_EMBEDDED_CTX", help="Context tokens per slot.")
+    ] = 4096,
     model_path: Annotated[
         Optional[str],
         typer.Option(metavar="FILE", show_default="the embedded SmolLM2-135M", help="A GGUF file to serve instead."),
     ] = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="Serve directory: the log and server.json.")] = Path(
-        "runs/serve"
-    ),
+    out_dir: Annotated[
+        Path,
+        typer.Option("--out", envvar="SCORECHECK_SERVE_EMBEDDED_OUT", help="Serve directory: the log and server.json."),
+    ] = Path("runs/serve"),
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait until the model is listed.")] = 120,
 ) -> None:
     """Serve the embedded CPU model (SmolLM2-135M via llama.cpp) until Ctrl-C."""
@@ -155,9 +160,10 @@ def serve_vllm(
     replicas: Annotated[
         int, typer.Option(help="Servers on this box, one per GPU group of --tensor-parallel-size GPUs.")
     ] = 1,
-    out_dir: Annotated[Path, typer.Option("--out", help="Serve directory: the log and server.json.")] = Path(
-        "runs/serve"
-    ),
+    out_dir: Annotated[
+        Path,
+        typer.Option("--out", envvar="SCORECHECK_SERVE_VLLM_OUT", help="Serve directory: the log and server.json."),
+    ] = Path("runs/serve"),
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait until the model is listed.")] = 1800,
 ) -> None:
     """Start vLLM (native `vllm serve`, or its docker image), wait until it lists the model, serve until Ctrl-C.
@@ -215,7 +221,14 @@ def study_run(
         ),
     ] = None,
     out_dir: Annotated[
-        Optional[Path], typer.Option("--out", metavar="DIR", show_default="the file's `out`", help="Study directory.")
+        Optional[Path],
+        typer.Option(
+            "--out",
+            envvar="SCORECHECK_STUDY_RUN_OUT",
+            metavar="DIR",
+            show_default="the file's `out`",
+            help="Study directory.",
+        ),
     ] = None,
     limit: Annotated[
         Optional[int],
@@ -580,7 +593,13 @@ def cloud(
     ] = None,
     out_file: Annotated[
         Optional[Path],
-        typer.Option("--out", metavar="FILE", show_default="scorecheck-<study>.yaml", help="Where to write the task."),
+        typer.Option(
+            "--out",
+            envvar="SCORECHECK_CLOUD_OUT",
+            metavar="FILE",
+            show_default="scorecheck-<study>.yaml",
+            help="Where to write the task.",
+        ),
     ] = None,
     launch: Annotated[bool, typer.Option("--launch", help="Then run `sky launch --secret HF_TOKEN` on it.")] = False,
     cluster: Annotated[
