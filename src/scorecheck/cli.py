@@ -127,6 +127,10 @@ JUDGE_URL_HELP = "The judge's OpenAI-compatible endpoint; 'embedded': the embedd
 JUDGE_MODEL_HELP = "The judge model."
 JUDGE_MAX_TOKENS_HELP = "Cap the judge's max_tokens (recorded; changes the judge's requests)."
 JUDGE_KEY_HELP = "Environment variable holding the judge's API key."
+UNSAFE_HELP = (
+    "Where no contained sandbox works (no namespaces), run HumanEval's model-written code anyway in a weaker "
+    "mode (docs/sandbox.md says what it leaves open); recorded in results.json."
+)
 DEFAULT_JUDGE_URL = "https://api.openai.com/v1"
 SYSTEM_PROMPT_HELP = "A prompt of the protocol (" + ", ".join(PROFILE.system_prompts) + "), none, @FILE or text:TEXT."
 
@@ -268,11 +272,21 @@ def run(
         Optional[int],
         typer.Option(metavar="N", show_default=protocol_default(PROFILE.judge_max_tokens), help=JUDGE_MAX_TOKENS_HELP),
     ] = None,
+    confirm_run_unsafe_code: Annotated[
+        bool, typer.Option("--confirm-run-unsafe-code", show_envvar=False, help=UNSAFE_HELP)
+    ] = False,
 ) -> None:
     """Evaluate a model; the same command again resumes an interrupted run."""
     # An option named as a run key (a RunConfig field) is passed on as it is: adding one is adding the parameter.
     # Only the few below need converting.
     try:
+        if confirm_run_unsafe_code:
+            if _source(ctx, "confirm_run_unsafe_code") != "COMMANDLINE":  # an opt-in is typed, not inherited
+                raise UsageError("--confirm-run-unsafe-code is an opt-in for this run: give it on the command line, "
+                                 "not as SCORECHECK_RUN_CONFIRM_RUN_UNSAFE_CODE")  # fmt: skip
+            from scorecheck import sandbox
+
+            sandbox.confirm_unsafe()
         given = given_options(ctx)
         file_values = load_config_file(given.pop("config", None))
         if api_key is not None:
