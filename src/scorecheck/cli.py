@@ -315,6 +315,15 @@ def _register_compare() -> None:
 _register_compare()
 
 
+def _register_audit() -> None:
+    from scorecheck import cli_audit
+
+    cli_audit.register(app)
+
+
+_register_audit()
+
+
 def entry() -> None:
     t0 = time.monotonic()
     try:
