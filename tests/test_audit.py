@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy import stats
+from tests.conftest import run_cli
 
 from scorecheck.compare import claimstats as cs
 from scorecheck.compare import compare
 from scorecheck.compare.audit import audit
 from scorecheck.compare.references import load_reference
 from scorecheck.stats import wilson
-from tests.conftest import run_cli
 
 
 def test_binom_pvalues_equal_scipy_for_every_outcome() -> None:
@@ -175,7 +175,9 @@ def test_capped_sampling_is_not_comparable(tmp_path: Path) -> None:
 def test_audit_command(tmp_path: Path) -> None:
     run = _run(tmp_path / "r", "gsm8k", [True] * 300 + [False] * 100)
     claims = _claims(tmp_path / "c.toml", [("gsm8k", 0.95, "glaive-2024")])
-    p = run_cli("audit", str(run), "-r", str(claims), "--json", str(tmp_path / "a.json"), "--md", str(tmp_path / "a.md"))
+    p = run_cli(
+        "audit", str(run), "-r", str(claims), "--json", str(tmp_path / "a.json"), "--md", str(tmp_path / "a.md")
+    )
     assert p.code == 0, p.err
     assert "lower than claimed" in p.out
     doc = json.loads((tmp_path / "a.json").read_text())
