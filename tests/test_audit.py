@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy import stats
-from tests.conftest import run_cli
 
+from conftest import run_cli
 from scorecheck.compare import claimstats as cs
 from scorecheck.compare import compare
 from scorecheck.compare.audit import audit
