@@ -604,6 +604,15 @@ def _register_compare() -> None:
 _register_compare()
 
 
+def _register_audit() -> None:
+    from scorecheck import cli_audit
+
+    cli_audit.register(app)
+
+
+_register_audit()
+
+
 MOVED_ENV = "SCORECHECK_MOVED_"
 """Prefix of the variables that the deprecated secret flags' values are moved into."""
 
