@@ -51,7 +51,7 @@ def execute(cfg: RunConfig, api_key: str | None = None, show_progress: bool = Tr
         runner_model = cfg.model
         extra_identity: dict[str, Any] = {}
         if cfg.endpoints:
-            endpoints = [EndpointState(ep.base_url, rc.api_key(ep, api_key), dict(ep.headers)) for ep in cfg.endpoints]
+            endpoints = [EndpointState(ep.base_url, rc.api_key(ep, api_key), rc.headers(ep)) for ep in cfg.endpoints]
         else:
             from scorecheck import embedded as emb
 
@@ -65,6 +65,7 @@ def execute(cfg: RunConfig, api_key: str | None = None, show_progress: bool = Tr
         setup_judge(rc, runner)
         runner.load_data()
         if not cfg.endpoints:
+            say_estimate(rc, runner, err)
             embedded = emb.EmbeddedServer(run_dir / "embedded.log", parallel=cfg.embedded_parallel,
                                           ctx_per_slot=cfg.embedded_ctx)  # fmt: skip
             err.print(f"starting the embedded model ({emb.MODEL_ALIAS}, CPU) on {embedded.base_url} …")
@@ -113,6 +114,23 @@ def execute(cfg: RunConfig, api_key: str | None = None, show_progress: bool = Tr
         if embedded is not None:
             embedded.stop()
         store.close(status)
+
+
+EMBEDDED_TOKENS_PER_S = 75
+"""The embedded SmolLM2-135M on 2 CPU cores, all slots together (measured; README)."""
+
+
+def say_estimate(rc: Resolved, runner: Runner, err: Console) -> None:
+    """Before a long run on the embedded CPU model (a bare `scorecheck run`: 15,809 items at max_tokens 6000): how
+    long it may take, and how to make it short."""
+    requests = sum(len(v) for v in runner.items.values()) * rc.cfg.samples
+    max_tokens = rc.sampling()["max_tokens"]
+    hours = requests * max_tokens / EMBEDDED_TOKENS_PER_S / 3600
+    if hours < 0.5:
+        return
+    err.print(f"estimate: {requests:,} requests on the embedded CPU model at ~{EMBEDDED_TOKENS_PER_S} tokens/s, up to "
+              f"{max_tokens} tokens each: up to {hours:,.0f} hours ({hours / 24:,.1f} days). For a quick look: --limit 5"
+              " --max-tokens 256; for real scores: --base-url of a GPU server", highlight=False, soft_wrap=True)  # fmt: skip
 
 
 def setup_judge(rc: Resolved, runner: Runner) -> None:
@@ -239,6 +257,9 @@ def run_results(rc: Resolved, runner: Runner, store: Store, started: float,
         notes.append(
             f"max_tokens capped at {rc.cfg.max_tokens} (protocol: {rc.profile.max_tokens}) for the embedded model"
         )
+    if not rc.cfg.endpoints:
+        notes.append("the embedded SmolLM2-135M (CPU) exercises the pipeline, it does not score: expect numbers near "
+                     "zero; give --base-url of a real model's server for real scores")  # fmt: skip
     notes += agreement_notes(evals)
     desc = rc.describe()
     return build_results(
@@ -263,13 +284,17 @@ def config_from_run(described: dict[str, Any], overrides: dict[str, Any]) -> Run
     sp = described.get("system_prompt")
     if isinstance(sp, dict):  # recorded as {name, sha256, text}
         name = sp.get("name")
-        d["system_prompt"] = None if name == "none" else (sp.get("text") if ":" in str(name) or name == "literal"
-                                                           else name)  # fmt: skip
+        d["system_prompt"] = None if name == "none" else (f"text:{sp.get('text')}" if ":" in str(name) or
+                                                           name == "literal" else name)  # fmt: skip
     for k in GRADING_KEYS:  # the regrade's grading comes from its own options, not the run's
         d.pop(k, None)
     from scorecheck.config import build
 
     return build(d, overrides, origin="regrade")
+
+
+def _score(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
 
 
 def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = None,
@@ -297,10 +322,13 @@ def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = 
                              "`scorecheck serve --embedded` and give --judge-url http://127.0.0.1:8080/v1")  # fmt: skip
         setup_judge(rc, runner)
         runner.load_data()
+        before = {b.name: {(r["item_id"], r["sample_index"]): r.get("score") for r in store.iter_samples(b.name)}
+                  for b in rc.benchmarks}  # fmt: skip
         with asyncio.Runner(loop_factory=_loop_factory()) as aio:
             slots = aio.run(runner.regrade())
         evals = {}
         samples: list[dict[str, Any]] = []
+        changed: dict[str, list[dict[str, Any]]] = {}
         for b in rc.benchmarks:
             wanted = _wanted(runner, b.name)
             records = _ordered(
@@ -308,6 +336,9 @@ def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = 
             )
             evals[b.name] = eval_result(b, records)
             samples += records
+            changed[b.name] = [{"item_id": r["item_id"], "sample_index": r["sample_index"], "extracted": r.get("extracted"),
+                                "before": before[b.name].get((r["item_id"], r["sample_index"])), "after": r.get("score")}
+                               for r in records if before[b.name].get((r["item_id"], r["sample_index"])) != r.get("score")]  # fmt: skip
         previous = read_results(run_dir / "results.json", legacy=True) if (run_dir / "results.json").is_file() else None
         ended = time.time()
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started))
@@ -320,12 +351,18 @@ def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = 
             regrade={
                 "of": str(run_dir), "grading": runner.grading.describe(),
                 "previous_scores": {k: v.score for k, v in (previous.evals if previous else {}).items()},
-                "model_requests_sent": 0, "started": started, "ended": ended, "wall_s": round(ended - started, 3),
+                "model_requests_sent": 0, "changed_samples": changed, "started": started, "ended": ended,
+                "wall_s": round(ended - started, 3),
             },
             judge=judge_summary(runner, store),
         )  # fmt: skip
         write_outputs(out_dir, results, samples, _item_order(runner))
         print_table(results, console)
+        for name, rows in changed.items():
+            prev = (results.regrade or {})["previous_scores"].get(name)
+            up = sum(1 for c in rows if (c["after"] or 0) > (c["before"] or 0))
+            console.print(f"{name}: score {_score(prev)} -> {_score(evals[name]['score'])}; {len(rows)} sample(s) graded "
+                          f"differently ({up} now right, {len(rows) - up} now wrong)", soft_wrap=True)  # fmt: skip
         console.print(f"regraded results in {out_dir}/ (results.json, samples.jsonl, summary.md)")
         judge_failed = [i for r in results.evals.values() for i in r.judge_failed_items or []]
         if judge_failed:

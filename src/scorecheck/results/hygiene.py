@@ -22,8 +22,12 @@ SAFE_HEADERS = frozenset({"content-type", "user-agent", "accept", "accept-encodi
 REDACTED = "***"
 
 
+def is_safe_header(name: str) -> bool:
+    return name.strip().lower() in SAFE_HEADERS
+
+
 def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k: v if k.strip().lower() in SAFE_HEADERS else REDACTED for k, v in headers.items()}
+    return {k: v if is_safe_header(k) else REDACTED for k, v in headers.items()}
 
 
 BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
