@@ -315,6 +315,15 @@ def _register_compare() -> None:
 _register_compare()
 
 
+def _register_cloud() -> None:
+    from scorecheck import cli_cloud
+
+    cli_cloud.register(app)
+
+
+_register_cloud()
+
+
 def entry() -> None:
     t0 = time.monotonic()
     try:

@@ -1,4 +1,4 @@
-"""Operations commands: ``serve`` (vLLM, the embedded model), ``study``, ``remote``, ``cloud``.
+"""Operations commands: ``serve`` (vLLM, the embedded model), ``study``, ``remote`` (``cloud``: cli_cloud.py).
 
 ``register(app)`` adds them to the main Typer app (cli.py calls it), so these commands live apart from the
 evaluation commands.
@@ -188,6 +188,13 @@ def study_run(
         raise typer.Exit(130) from None
     except ScorecheckError as e:
         _fail(e)
+    finish_study(s, code)
+
+
+def finish_study(s, code: int) -> None:  # type: ignore[no-untyped-def]
+    """After a study ran: its table and report (when anything finished), and the exit."""
+    from scorecheck import study as st
+
     if not st.collect_results(s):
         raise typer.Exit(code or 1)
     table = st.write_table(s)
@@ -451,51 +458,8 @@ def remote_down(
     out.print(f"stopped: {', '.join(stopped) or 'nothing was running'}", highlight=False)
 
 
-def cloud(
-    file: Annotated[Path, typer.Argument(help="The study file (inside the current directory, the task's workdir).")],
-    study_args: Annotated[Optional[list[str]], typer.Argument(help="After --: arguments for `study run`.")] = None,
-    accelerators: Annotated[
-        Optional[str], typer.Option(help="SkyPilot accelerators, e.g. H100:4 [H100:<the study's tp x replicas>].")
-    ] = None,
-    infra: Annotated[
-        Optional[str], typer.Option(help="SkyPilot infra: vast, aws, gcp/us-central1, runpod, ...")
-    ] = None,
-    disk_size: Annotated[int, typer.Option(help="Disk in GB (two 70B models need ~300).")] = 512,
-    docker: Annotated[
-        Optional[bool],
-        typer.Option(
-            "--docker/--no-docker", help="vLLM from the servers' docker images, or natively [native on vast]."
-        ),
-    ] = None,
-    out_file: Annotated[
-        Optional[Path], typer.Option("--out", help="Where to write the task [scorecheck-<study>.yaml].")
-    ] = None,
-    launch: Annotated[bool, typer.Option("--launch", help="Then run `sky launch --secret HF_TOKEN` on it.")] = False,
-    cluster: Annotated[Optional[str], typer.Option(help="With --launch: the SkyPilot cluster name.")] = None,
-) -> None:
-    """Write a SkyPilot task that runs a study on a cloud GPU box (any SkyPilot cloud, Vast.ai included)."""
-    from scorecheck import cloud as cl
-    from scorecheck import study as st
-
-    try:
-        s = st.load(file)
-        try:
-            rel = file.resolve().relative_to(Path.cwd().resolve())
-        except ValueError:
-            raise UsageError(f"{file} is outside the current directory, which SkyPilot ships as the workdir") from None
-        t = cl.task(s, str(rel), accelerators, infra, disk_size, list(study_args or []), docker=docker)
-        path = out_file or Path(f"scorecheck-{s.name}.yaml")
-        path.write_text(cl.dump(t))
-        out.print(f"wrote {path}: {t['resources']}", highlight=False, soft_wrap=True)
-        if launch:
-            raise typer.Exit(cl.launch(path, cluster))
-    except ScorecheckError as e:
-        _fail(e)
-
-
 def register(app: typer.Typer) -> None:
     """Add the operations commands to ``app``."""
     app.add_typer(serve_app, name="serve")
     app.add_typer(study_app, name="study")
     app.add_typer(remote_app, name="remote")
-    app.command("cloud")(cloud)
