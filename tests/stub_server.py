@@ -9,7 +9,8 @@ connection without answering), ``hang`` (never answer), ``malformed`` (200 with 
 ``nochoices`` (200 JSON without choices), ``length`` (ok but finish_reason "length").
 A POST with JSON ``{"script": [...], "default": "ok", "answer": "..."}`` to ``/control`` replaces the script.
 ``--delay S`` answers ``ok`` after S seconds (a replica with some latency); ``--host`` picks the loopback address
-(several stubs on one port, as replicas on several nodes).
+(several stubs on one port, as replicas on several nodes); ``--models FILE`` serves that JSON as ``/v1/models``
+(a real server's, so the stub passes for one of its replicas).
 ``GET /stats`` returns counts of requests seen and the last ``Authorization`` header received. ``GET /v1/models`` lists ``model``.
 
 Written on raw asyncio (uvloop when available) so it can sustain thousands of requests per second on one core.
@@ -38,6 +39,7 @@ class StubState:
         self.keep_bodies = False
         self.last_authorization: str | None = None
         self.delay = 0.0
+        self.models: bytes | None = None
 
     def next_action(self) -> str:
         return self.script.popleft() if self.script else self.default
@@ -86,6 +88,9 @@ class StubProtocol(asyncio.Protocol):
         st = self.state
         t = self.transport
         assert t is not None
+        if method == "GET" and path.endswith("/models") and st.models is not None:
+            t.write(_response(200, st.models))
+            return True
         if method == "GET" and path.endswith("/models"):
             payload = {
                 "object": "list",
@@ -152,6 +157,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--delay", type=float, default=0.0)
+    ap.add_argument("--models", default=None)
     ap.add_argument("--model", default="stub-model")
     ap.add_argument("--answer", default="Answer: A")
     ap.add_argument("--default", default="ok")
@@ -167,6 +173,9 @@ def main() -> None:
     async def run() -> None:
         state = StubState(a.model, a.answer, a.default, [s for s in a.script.split(",") if s])
         state.delay = a.delay
+        if a.models:
+            with open(a.models, "rb") as f:
+                state.models = f.read()
         server, port = await start(state, host=a.host, port=a.port)
         print(f"PORT {port}", flush=True)
         async with server:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -163,16 +165,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stub(host: str, port: int, model: str, delay: float) -> subprocess.Popen[str]:
+def _stub(host: str, port: int, models: Path, delay: float) -> subprocess.Popen[str]:
     p = subprocess.Popen([sys.executable, str(ROOT / "tests" / "stub_server.py"), "--host", host, "--port", str(port),
-                          "--model", model, "--delay", str(delay)], stdout=subprocess.PIPE, text=True)  # fmt: skip
+                          "--models", str(models), "--delay", str(delay)], stdout=subprocess.PIPE, text=True)  # fmt: skip
     assert p.stdout is not None and p.stdout.readline().startswith("PORT ")
     return p
 
 
 def _stats(host: str, port: int) -> dict[str, int]:
-    import urllib.request
-
     with urllib.request.urlopen(f"http://{host}:{port}/stats", timeout=5) as r:
         return json.loads(r.read())
 
@@ -181,7 +181,7 @@ def _stats(host: str, port: int) -> dict[str, int]:
 def test_head_node_runs_the_study_across_every_node(tmp_path, data_dir):
     """SKYPILOT_NODE_IPS of four loopback addresses: the head (127.0.0.1) serves the embedded model itself, 127.0.0.4
     runs the node agent (its own embedded model, started when the head asks), 127.0.0.2 and .3 are stub replicas on
-    the same port (.3 comes up late: the head waits for it). Requests go to every replica; .3 is killed mid-run, the
+    the same port, up only once the head waits for them. Requests go to every replica; .3 is killed mid-run, the
     head says so and the run completes on the others; at the end the agent stops its server and exits 0."""
     from scorecheck.embedded import MODEL_ALIAS
 
@@ -193,7 +193,7 @@ def test_head_node_runs_the_study_across_every_node(tmp_path, data_dir):
     ips = "127.0.0.1\n127.0.0.2\n127.0.0.3\n127.0.0.4\n"
     env = {**os.environ, "SKYPILOT_NODE_IPS": ips, "SKYPILOT_TASK_ID": "sky-test-task", "PYTHONUNBUFFERED": "1"}
     node = [sys.executable, "-m", "scorecheck", "cloud", "node", str(f), "--agent-port", str(agent_port)]
-    stubs = {"127.0.0.2": _stub("127.0.0.2", port, MODEL_ALIAS, 0.3)}
+    stubs: dict[str, subprocess.Popen[str]] = {}
     agent = subprocess.Popen([*node, "--out", str(tmp_path / "agent")], env={**env, "SKYPILOT_NODE_RANK": "3"},
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     head = subprocess.Popen([*node, "--out", str(tmp_path / "head"), "--limit", "60", "--max-tokens", "2",
@@ -204,12 +204,17 @@ def test_head_node_runs_the_study_across_every_node(tmp_path, data_dir):
         err: list[str] = []
         for line in head.stderr:
             err.append(line)
-            if "waiting for" in line and "127.0.0.3" in line:
+            if "of 4 replicas" in line:
                 break
-        assert any("waiting for" in ln for ln in err), "".join(err)
-        stubs["127.0.0.3"] = _stub("127.0.0.3", port, MODEL_ALIAS, 0.3)
+        assert "127.0.0.2" in err[-1] and "127.0.0.3" in err[-1], "".join(err)
+        # the stubs stand in for replicas of the head's model: they list it as the real server does
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=10) as r:
+            (tmp_path / "models.json").write_bytes(r.read())
+        assert MODEL_ALIAS in (tmp_path / "models.json").read_text()
+        for ip in ("127.0.0.2", "127.0.0.3"):
+            stubs[ip] = _stub(ip, port, tmp_path / "models.json", 0.3)
         deadline = time.monotonic() + 300
-        while _stats("127.0.0.3", port).get("total", 0) < 3 and time.monotonic() < deadline:
+        while _stats("127.0.0.3", port).get("total", 0) < 3 and time.monotonic() < deadline and head.poll() is None:
             time.sleep(0.05)
         stubs["127.0.0.3"].kill()  # a node lost mid-run
         stubs["127.0.0.3"].wait(10)
@@ -267,15 +272,14 @@ def test_cloud_fetch_resumes_a_cut_off_fetch(box, cli, tmp_path, wheel):  # noqa
     killed mid-transfer over a slow link it keeps what arrived, and the next fetch copies only the rest."""
     d, home = box["dir"], box["home"]
     ssh = ["ssh", "-F", str(d / "ssh_config"), "-o", "BatchMode=yes", "scbox", "--"]
-    wl = Path("/tmp") / f"scorecheck-cloud-test-{os.getpid()}.whl"
-    wl.write_bytes(wheel.read_bytes())
+    wl = box["wheelhouse"] / wheel.name  # readable by the box's user
+    shutil.copy(wheel, wl)
     wl.chmod(0o644)
-    try:  # the box as the task's setup leaves it: ~/scorecheck/venv with this scorecheck (no dependencies needed)
-        subprocess.run([*ssh, f"test -x scorecheck/venv/bin/python || python3 -m venv scorecheck/venv; "
-                        f"scorecheck/venv/bin/pip install -q --no-deps --force-reinstall {wl}"], check=True,
-                       capture_output=True, timeout=300)  # fmt: skip
-    finally:
-        wl.unlink()
+    # the box as the task's setup leaves it: ~/scorecheck/venv with this scorecheck (the agent needs no dependency)
+    p = subprocess.run([*ssh, "test -x scorecheck/venv/bin/python || python3 -m venv scorecheck/venv; "
+                        f"scorecheck/venv/bin/pip install -q --no-deps --force-reinstall {wl}"], capture_output=True,
+                       text=True, timeout=300)  # fmt: skip
+    assert p.returncode == 0, p.stderr
     run = home / "scorecheck" / "runs" / "st" / "a"
     run.mkdir(parents=True, exist_ok=True)
     (run / "results.json").write_text(json.dumps({"evals": {"mmlu": {"n": 3}}}))
@@ -312,3 +316,19 @@ def test_cloud_fetch_resumes_a_cut_off_fetch(box, cli, tmp_path, wheel):  # noqa
         fh.write('{"i": 300}\n')
     r = cli("cloud", "fetch", "sccluster", "--to", str(local), env=env, timeout=120)
     assert r.code == 0 and r.out.startswith("1 file(s)"), r.out + r.err
+    # --launch: `sky launch` (a recording stand-in for SkyPilot's CLI: no cloud here), the fetch over the cluster's
+    # SSH alias, then with --down `sky down`, also after a failed launch
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sky").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'sky.log'}\n"
+                                 "[ \"$1\" = launch ] && exit \"${FAKE_SKY_LAUNCH_RC:-0}\"\nexit 0\n")  # fmt: skip
+    (bin_dir / "sky").chmod(0o755)
+    e = {**env, "SCORECHECK_SSH_CONFIG": str(d / "ssh_config"), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    for rc in ("0", "1"):
+        r = cli("cloud", str(ROOT / "studies" / "demo.toml"), "--out", str(tmp_path / "task"), "--launch", "--cluster",
+                "scbox", "--down", "--fetch-to", str(tmp_path / f"landed{rc}"), env={**e, "FAKE_SKY_LAUNCH_RC": rc},
+                cwd=tmp_path, timeout=300)  # fmt: skip
+        assert r.code == int(rc), r.out + r.err
+        calls = (tmp_path / "sky.log").read_text().splitlines()[-2:]
+        assert calls == [f"launch -y -c scbox --secret HF_TOKEN {tmp_path / 'task' / 'task.yaml'}", "down -y scbox"]
+        assert (tmp_path / f"landed{rc}" / "st" / "a" / "results.json").is_file() and "tearing down scbox" in r.err

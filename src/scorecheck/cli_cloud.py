@@ -10,7 +10,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from scorecheck.cli_ops import _fail, _note, finish_study, out
+from scorecheck.cli_ops import _fail, _note, out, run_study_to_the_end
 from scorecheck.errors import ScorecheckError, UsageError
 
 
@@ -25,7 +25,7 @@ class _TaskByDefault(TyperGroup):
 
 cloud_app = typer.Typer(cls=_TaskByDefault, no_args_is_help=True,
                         help="A SkyPilot task for a study (any SkyPilot cloud, Vast.ai included; one node or several), "
-                        "and its results brought home.")  # fmt: skip
+                        "and its results brought home. `scorecheck cloud STUDY ...` is `scorecheck cloud task STUDY ...`.")  # fmt: skip
 
 
 @cloud_app.command("task")
@@ -144,13 +144,9 @@ def cloud_node(
         if rank > 0:
             raise typer.Exit(cl.NodeAgent(s, ips[rank], agent_port, note=_note).run())
         overrides: dict[str, Any] = {"limit": limit, "max_tokens": max_tokens, "concurrency": concurrency}
-        code = cl.run_head(s, ips, agent_port, overrides, only=only, note=_note)
-    except KeyboardInterrupt:
-        _note("interrupted: everything finished is kept; run the same command again to continue")
-        raise typer.Exit(130) from None
     except ScorecheckError as e:
         _fail(e)
-    finish_study(s, code)
+    run_study_to_the_end(s, lambda: cl.run_head(s, ips, agent_port, overrides, only=only, note=_note))
 
 
 def register(app: typer.Typer) -> None:

@@ -182,19 +182,22 @@ def study_run(
         if unknown:
             raise UsageError(f"--server: no server named {', '.join(sorted(unknown))} in {file}")
         overrides = {"limit": limit, "max_tokens": max_tokens, "concurrency": concurrency}
-        code = st.run_study(s, overrides, only=only, note=_note)
+    except ScorecheckError as e:
+        _fail(e)
+    run_study_to_the_end(s, lambda: st.run_study(s, overrides, only=only, note=_note))
+
+
+def run_study_to_the_end(s, run) -> None:  # type: ignore[no-untyped-def]
+    """``run()`` the study, then its table and report (when anything finished), and the exit with its code."""
+    from scorecheck import study as st
+
+    try:
+        code = run()
     except KeyboardInterrupt:
         _note("interrupted: everything finished is kept; run the same command again to continue")
         raise typer.Exit(130) from None
     except ScorecheckError as e:
         _fail(e)
-    finish_study(s, code)
-
-
-def finish_study(s, code: int) -> None:  # type: ignore[no-untyped-def]
-    """After a study ran: its table and report (when anything finished), and the exit."""
-    from scorecheck import study as st
-
     if not st.collect_results(s):
         raise typer.Exit(code or 1)
     table = st.write_table(s)

@@ -407,17 +407,16 @@ class NodeAgent:
                 self.note(f"stopping {self.state['server']}")
                 self.group.stop()
                 self.group = None
-            self.state = {"server": sname, "state": "idle" if sname is None else "starting", "error": None}
+            state = self.state = {"server": sname, "state": "idle" if sname is None else "starting", "error": None}
             if sname is None:
                 return
             spec = replace(self.study.servers[sname], host=self.host, port=node_port(self.study.servers[sname]))
-            self.group = ServerGroup(spec, self.study.out / "servers", progress=self.note)
-            group = self.group
+            group = self.group = ServerGroup(spec, self.study.out / "servers", progress=self.note)
         try:
             group.start()
-            self.state["state"] = "ready"
-        except ScorecheckError as e:
-            self.state.update(state="failed", error=str(e))
+            state["state"] = "ready"
+        except ScorecheckError as e:  # this start's own state: a later /serve may have replaced it
+            state.update(state="failed", error=str(e))
             self.note(f"server {sname} failed to start: {e}")
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
