@@ -8,6 +8,7 @@ raw.githubusercontent.com, which this machine cannot reach; the loader check sta
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -22,7 +23,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import start_stub
 from scorecheck import cloud, study
+from scorecheck.client import ChatClient, EndpointState
+from test_remote import USER, box  # noqa: F401  (the loopback sshd fixture, reused)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -157,6 +161,27 @@ def test_cloud_on_vast_runs_vllm_natively_unless_told():
 # --- several nodes, on loopback addresses ----------------------------------------------------------------------------
 
 
+def test_client_passes_over_a_dead_replica():
+    """A replica that refuses connections is tried once, then passed over (``DOWN_FOR``): no request fails and
+    none waits on it again."""
+    live, dead = start_stub(), start_stub()
+    dead.proc.kill()
+    dead.proc.wait(10)
+    eps = [EndpointState(live.base_url, None), EndpointState(dead.base_url, None)]
+
+    async def go() -> list:
+        async with ChatClient(eps, 4, 10, 3, 0.01) as c:
+            return [await c.complete({"model": "stub-model", "messages": []}) for _ in range(20)]
+
+    try:
+        outs = asyncio.run(go())
+    finally:
+        live.proc.terminate()
+        live.proc.wait(10)
+    assert [o.status for o in outs] == ["ok"] * 20 and {o.endpoint for o in outs} == {live.base_url}
+    assert eps[1].sent == 1 and eps[0].sent == 20
+
+
 def _free_port() -> int:
     import socket
 
@@ -243,8 +268,6 @@ def test_head_node_runs_the_study_across_every_node(tmp_path, data_dir):
 
 
 # --- cloud fetch, against the remote tests' loopback sshd ------------------------------------------------------------
-
-from test_remote import USER, box  # noqa: E402,F401  (the loopback sshd fixture)
 
 RELAY = """import socket, sys, threading, time
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
