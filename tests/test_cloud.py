@@ -260,11 +260,15 @@ def test_head_node_runs_the_study_across_every_node(tmp_path, data_dir):
         _, agent_err = agent.communicate(timeout=120)
         assert agent.returncode == 0 and "node agent: done" in agent_err, agent_err
         assert "ready on http://127.0.0.4" in agent_err, agent_err
-    finally:
+    finally:  # SIGTERM first: the head and the agent stop the servers they started (in sessions of their own)
         for p in [head, agent, *stubs.values()]:
             if p.poll() is None:
-                p.kill()
-                p.wait(10)
+                p.terminate()
+                try:
+                    p.wait(60)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(10)
 
 
 # --- cloud fetch, against the remote tests' loopback sshd ------------------------------------------------------------

@@ -33,6 +33,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -383,6 +384,10 @@ def run_head(study: Study, ips: list[str], agent_port: int, overrides: dict[str,
         return st.run_study(study, overrides, only=only, note=note, before_server=head.before_server)
 
 
+def _raise_interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 class NodeAgent:
     """A worker node: serves the server the head asks for (``POST /serve``), reports (``GET /state``), ends on
     ``POST /done`` or when the head has been silent for ``silent_s``."""
@@ -466,6 +471,7 @@ class NodeAgent:
 
     def run(self) -> int:
         """Serve until done; always 0 (a failing node would make SkyPilot cancel the head's study)."""
+        signal.signal(signal.SIGTERM, _raise_interrupt)  # stopped: its server stops too
         httpd = ThreadingHTTPServer((self.host, self.port), self.handler())
         threading.Thread(target=httpd.serve_forever, daemon=True).start()
         self.note(f"node agent on {self.host}:{self.port}, waiting for the head")
