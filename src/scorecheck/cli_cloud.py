@@ -31,34 +31,58 @@ cloud_app = typer.Typer(cls=_TaskByDefault, no_args_is_help=True,
 @cloud_app.command("task")
 def cloud_task(
     file: Annotated[Path, typer.Argument(help="The study file (anywhere: it is copied into the task's workdir).")],
-    study_args: Annotated[Optional[list[str]], typer.Argument(help="After --: arguments for `study run`.")] = None,
+    study_args: Annotated[
+        Optional[list[str]],
+        typer.Argument(metavar="STUDY_RUN_ARG", help="After --: arguments for `study run`.", show_default=False),
+    ] = None,
     accelerators: Annotated[
-        Optional[str], typer.Option(help="SkyPilot accelerators per node, e.g. H100:4 (default: H100 x tp x replicas).")
+        Optional[str],
+        typer.Option(
+            metavar="GPU:N",
+            show_default="H100:<the study's tp x replicas>",
+            help="SkyPilot accelerators per node, e.g. H100:4.",
+        ),
     ] = None,
     infra: Annotated[
-        Optional[str], typer.Option(help="SkyPilot infra: vast, aws, gcp/us-central1, runpod, ...")
+        Optional[str],
+        typer.Option(
+            metavar="INFRA",
+            show_default="SkyPilot's choice",
+            help="SkyPilot infra: vast, aws, gcp/us-central1, runpod, ...",
+        ),
     ] = None,
-    disk_size: Annotated[int, typer.Option(help="Disk in GB per node (two 70B models need ~300).")] = 512,
+    disk_size: Annotated[int, typer.Option(metavar="GB", help="Disk in GB per node (two 70B models need ~300).")] = 512,
     docker: Annotated[
         Optional[bool],
         typer.Option(
-            "--docker/--no-docker", help="vLLM from the servers' docker images, or natively (default: native on vast)."
+            "--docker/--no-docker",
+            show_default="native on vast, docker elsewhere",
+            help="vLLM from the servers' docker images, or natively.",
         ),
     ] = None,
     num_nodes: Annotated[
-        Optional[int], typer.Option(help="Nodes, each serving a replica (default: the study's largest num_nodes).")
+        Optional[int],
+        typer.Option(metavar="N", show_default="the study's largest num_nodes", help="Nodes, each serving a replica."),
     ] = None,
     idle_minutes: Annotated[
         int,
         typer.Option(
-            help="SkyPilot autostop: stop the cluster after this many idle minutes (with --down: tear it down)."
+            metavar="MIN",
+            help="SkyPilot autostop: stop the cluster after this many idle minutes (with --down: tear it down).",
         ),
     ] = 30,
     down: Annotated[
         bool, typer.Option("--down", help="Tear the cluster down: after --launch fetched the results, and at autostop.")
     ] = False,
     task_dir: Annotated[
-        Optional[Path], typer.Option("--out", help="The task directory (default: ./scorecheck-STUDY).")
+        Optional[Path],
+        typer.Option(
+            "--out",
+            envvar="SCORECHECK_CLOUD_TASK_OUT",
+            metavar="DIR",
+            show_default="scorecheck-<study>",
+            help="The task directory.",
+        ),
     ] = None,
     launch: Annotated[
         bool,
@@ -67,9 +91,12 @@ def cloud_task(
         ),
     ] = False,
     cluster: Annotated[
-        Optional[str], typer.Option(help="The SkyPilot cluster name (default: scorecheck-STUDY).")
+        Optional[str],
+        typer.Option(metavar="NAME", show_default="scorecheck-<study>", help="The SkyPilot cluster name."),
     ] = None,
-    fetch_to: Annotated[Path, typer.Option(help="With --launch: where the run directories land.")] = Path("runs"),
+    fetch_to: Annotated[
+        Path, typer.Option(metavar="DIR", help="With --launch: where the run directories land.")
+    ] = Path("runs"),
 ) -> None:
     """Write a SkyPilot task directory (task.yaml, and a workdir with this scorecheck's wheel and the study file)."""
     from scorecheck import cloud as cl
@@ -99,9 +126,9 @@ def cloud_task(
 @cloud_app.command("fetch")
 def cloud_fetch(
     cluster: Annotated[str, typer.Argument(help="The SkyPilot cluster (its SSH alias, as `ssh CLUSTER`).")],
-    to: Annotated[Path, typer.Option("--to", help="Local directory for the head node's ~/scorecheck/runs.")] = Path(
-        "runs"
-    ),
+    to: Annotated[
+        Path, typer.Option("--to", metavar="DIR", help="Local directory for the head node's ~/scorecheck/runs.")
+    ] = Path("runs"),
 ) -> None:
     """Copy the cluster's run directories here; only what changed since the last fetch (a cut-off fetch resumes)."""
     from scorecheck import cloud as cl
@@ -117,15 +144,23 @@ def cloud_fetch(
 def cloud_node(
     file: Annotated[Path, typer.Argument(help="The study file.")],
     out_dir: Annotated[
-        Optional[Path], typer.Option("--out", help="Study directory (default: the file's `out`).")
+        Optional[Path], typer.Option("--out", metavar="DIR", show_default="the file's `out`", help="Study directory.")
     ] = None,
-    agent_port: Annotated[int, typer.Option(help="The workers' agent port.")] = 8079,  # cloud.AGENT_PORT
+    agent_port: Annotated[int, typer.Option(metavar="PORT", help="The workers' agent port.")] = 8079,  # AGENT_PORT
     only: Annotated[
-        Optional[list[str]], typer.Option("--only", help="Run only this configuration; repeatable.")
+        Optional[list[str]],
+        typer.Option("--only", metavar="NAME", show_default="all", help="Run only this configuration; repeatable."),
     ] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Subset per eval.")] = None,
-    max_tokens: Annotated[Optional[int], typer.Option(help="Override max_tokens.")] = None,
-    concurrency: Annotated[Optional[int], typer.Option(help="Requests in flight per configuration.")] = None,
+    limit: Annotated[
+        Optional[int], typer.Option(metavar="N", show_default="the file's", help="Subset per eval.")
+    ] = None,
+    max_tokens: Annotated[
+        Optional[int], typer.Option(metavar="N", show_default="the file's", help="Override max_tokens.")
+    ] = None,
+    concurrency: Annotated[
+        Optional[int],
+        typer.Option(metavar="N", show_default="the file's", help="Requests in flight per configuration."),
+    ] = None,
     no_docker: Annotated[bool, typer.Option("--no-docker", help="Native `vllm serve`, not the docker images.")] = False,
 ) -> None:
     """On each node of a multi-node task (SKYPILOT_NODE_RANK, SKYPILOT_NODE_IPS): the head runs the study over every
