@@ -10,7 +10,18 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from scorecheck.cli_ops import _fail, _note, out, run_study_to_the_end
+from scorecheck.cli_ops import (
+    StudyConcurrency,
+    StudyLimit,
+    StudyMaxTokens,
+    StudyNoDocker,
+    StudyOnly,
+    _fail,
+    _note,
+    load_study,
+    out,
+    run_study_to_the_end,
+)
 from scorecheck.errors import ScorecheckError, UsageError
 
 
@@ -147,34 +158,18 @@ def cloud_node(
         Optional[Path], typer.Option("--out", metavar="DIR", show_default="the file's `out`", help="Study directory.")
     ] = None,
     agent_port: Annotated[int, typer.Option(metavar="PORT", help="The workers' agent port.")] = 8079,  # AGENT_PORT
-    only: Annotated[
-        Optional[list[str]],
-        typer.Option("--only", metavar="NAME", show_default="all", help="Run only this configuration; repeatable."),
-    ] = None,
-    limit: Annotated[
-        Optional[int], typer.Option(metavar="N", show_default="the file's", help="Subset per eval.")
-    ] = None,
-    max_tokens: Annotated[
-        Optional[int], typer.Option(metavar="N", show_default="the file's", help="Override max_tokens.")
-    ] = None,
-    concurrency: Annotated[
-        Optional[int],
-        typer.Option(metavar="N", show_default="the file's", help="Requests in flight per configuration."),
-    ] = None,
-    no_docker: Annotated[bool, typer.Option("--no-docker", help="Native `vllm serve`, not the docker images.")] = False,
+    only: StudyOnly = None,
+    limit: StudyLimit = None,
+    max_tokens: StudyMaxTokens = None,
+    concurrency: StudyConcurrency = None,
+    no_docker: StudyNoDocker = False,
 ) -> None:
     """On each node of a multi-node task (SKYPILOT_NODE_RANK, SKYPILOT_NODE_IPS): the head runs the study over every
     node's replica; a worker serves what the head asks for."""
     from scorecheck import cloud as cl
-    from scorecheck import study as st
 
     try:
-        s = st.load(file)
-        if out_dir is not None:
-            s.out = out_dir
-        if no_docker:
-            for spec in s.servers.values():
-                spec.docker = None
+        s = load_study(file, out_dir, no_docker)
         rank, ips = cl.node_ips()
         if rank > 0:
             raise typer.Exit(cl.NodeAgent(s, ips[rank], agent_port, note=_note).run())

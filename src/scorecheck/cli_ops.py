@@ -204,13 +204,43 @@ def _server_urls(values: list[str] | None) -> dict[str, list[str]]:
     return urls
 
 
+# The options `study run` shares with `cloud node` (which runs a study on a cluster's head node).
+StudyOnly = Annotated[
+    Optional[list[str]],
+    typer.Option("--only", metavar="NAME", show_default="all", help="Run only this configuration; repeatable."),
+]
+StudyLimit = Annotated[
+    Optional[int],
+    typer.Option(metavar="N", show_default="the file's", help="Subset per eval (a quick look, not the study)."),
+]
+StudyMaxTokens = Annotated[
+    Optional[int], typer.Option(metavar="N", show_default="the file's", help="Override max_tokens.")
+]
+StudyConcurrency = Annotated[
+    Optional[int], typer.Option(metavar="N", show_default="the file's", help="Requests in flight per configuration.")
+]
+StudyNoDocker = Annotated[
+    bool, typer.Option("--no-docker", help="Native `vllm serve` instead of the servers' docker images (Vast.ai).")
+]
+
+
+def load_study(file: Path, out_dir: Path | None, no_docker: bool):  # type: ignore[no-untyped-def]
+    """The study file with ``--out`` and ``--no-docker`` applied."""
+    from scorecheck import study as st
+
+    s = st.load(file)
+    if out_dir is not None:
+        s.out = out_dir
+    if no_docker:
+        for spec in s.servers.values():
+            spec.docker = None
+    return s
+
+
 @study_app.command("run")
 def study_run(
     file: Annotated[Path, typer.Argument(help="The study file, e.g. studies/demo.toml.")],
-    only: Annotated[
-        Optional[list[str]],
-        typer.Option("--only", metavar="NAME", show_default="all", help="Run only this configuration; repeatable."),
-    ] = None,
+    only: StudyOnly = None,
     server: Annotated[
         Optional[list[str]],
         typer.Option(
@@ -230,32 +260,17 @@ def study_run(
             help="Study directory.",
         ),
     ] = None,
-    limit: Annotated[
-        Optional[int],
-        typer.Option(metavar="N", show_default="the file's", help="Subset per eval (a quick look, not the study)."),
-    ] = None,
-    max_tokens: Annotated[
-        Optional[int], typer.Option(metavar="N", show_default="the file's", help="Override max_tokens.")
-    ] = None,
-    concurrency: Annotated[
-        Optional[int],
-        typer.Option(metavar="N", show_default="the file's", help="Requests in flight per configuration."),
-    ] = None,
-    no_docker: Annotated[
-        bool, typer.Option("--no-docker", help="Native `vllm serve` instead of the servers' docker images (Vast.ai).")
-    ] = False,
+    limit: StudyLimit = None,
+    max_tokens: StudyMaxTokens = None,
+    concurrency: StudyConcurrency = None,
+    no_docker: StudyNoDocker = False,
 ) -> None:
     """Run a study: each server once, its configurations concurrently; run again to resume."""
     from scorecheck import study as st
 
     try:
-        s = st.load(file)
-        if out_dir is not None:
-            s.out = out_dir
+        s = load_study(file, out_dir, no_docker)
         s.server_urls = _server_urls(server)
-        if no_docker:
-            for spec in s.servers.values():
-                spec.docker = None
         unknown = set(s.server_urls) - set(s.servers)
         if unknown:
             raise UsageError(f"--server: no server named {', '.join(sorted(unknown))} in {file}")
