@@ -613,6 +613,15 @@ def _register_export() -> None:
 _register_export()
 
 
+def _register_cloud() -> None:
+    from scorecheck import cli_cloud
+
+    cli_cloud.register(app)
+
+
+_register_cloud()
+
+
 def _register_audit() -> None:
     from scorecheck import cli_audit
 

@@ -11,7 +11,9 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("export")
     def export_cmd(
-        run_dir: Annotated[Path, typer.Argument(help="A run directory (with results.json and samples.jsonl).")],
+        run_dir: Annotated[
+            Path, typer.Argument(metavar="RUN_DIR", help="A run directory (with results.json and samples.jsonl).")
+        ],
         to: Annotated[
             str, typer.Option("--to", metavar="FORMAT", help="inspect (Inspect eval logs) or lm-eval (its layout).")
         ],
