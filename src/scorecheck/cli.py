@@ -460,9 +460,9 @@ def grade(
     if not quiet:
         print_table(results, console)
     else:
-        for n in results.get("notes") or []:
+        for n in results.notes:
             err.print(f"note: {n}", highlight=False, soft_wrap=True)
-    for line in checker_lines(results):
+    for line in checker_lines(results.model_dump(mode="json")):
         console.print(line, highlight=False, soft_wrap=True)
     console.print(f"results in {out}/ (results.json, samples.jsonl, summary.md)")
 
@@ -604,6 +604,15 @@ def _register_compare() -> None:
 _register_compare()
 
 
+def _register_export() -> None:
+    from scorecheck import cli_export
+
+    cli_export.register(app)
+
+
+_register_export()
+
+
 def _register_cloud() -> None:
     from scorecheck import cli_cloud
 
@@ -630,7 +639,7 @@ def scrubbed_argv(argv: list[str], environ: dict[str, str] | os._Environ[str]) -
     """``run``'s deprecated ``--api-key VALUE`` and ``--header 'Secret-Name: VALUE'`` put a secret on the command
     line, where ps shows it and every forked child inherits it. Their values are moved into ``environ`` and the
     command line rewritten to ``--api-key-env`` / ``--header-env``; None when there is nothing to move."""
-    from scorecheck.config import SECRET_HEADER
+    from scorecheck.results.hygiene import is_safe_header
 
     if argv[1:2] != ["run"]:
         return None
@@ -653,7 +662,7 @@ def scrubbed_argv(argv: list[str], environ: dict[str, str] | os._Environ[str]) -
         if flag == "--api-key":
             environ[f"{MOVED_ENV}API_KEY"] = value
             new += ["--api-key-env", f"{MOVED_ENV}API_KEY"]
-        elif colon and SECRET_HEADER.search(name):
+        elif colon and not is_safe_header(name):  # any header off the short allowlist may be a secret
             moved += 1
             environ[f"{MOVED_ENV}HEADER_{moved}"] = header_value.strip()
             new += ["--header-env", f"{name.strip()}={MOVED_ENV}HEADER_{moved}"]

@@ -10,7 +10,6 @@ import difflib
 import hashlib
 import json
 import os
-import re
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -24,9 +23,8 @@ if TYPE_CHECKING:
     from scorecheck.grading.plan import GradingPlan
 from scorecheck.protocols import Profile, get_profile
 from scorecheck.reasoning import ReasoningFormat, parse_format
-
-SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie|passw|session", re.IGNORECASE)
-"""Headers whose values are hidden in the recorded configuration (config.json, results.json)."""
+from scorecheck.results.hygiene import redact_headers
+from scorecheck.results.models import SCHEMA_VERSION
 
 
 class Endpoint(BaseModel):
@@ -279,8 +277,8 @@ class Resolved:
         if any(b.judge_capable for b in self.benchmarks):
             d["grading"] = self.grading().describe()
         for ep in d["endpoints"]:
-            ep["headers"] = {k: "***" if SECRET_HEADER.search(k) else v for k, v in ep["headers"].items()}
-        return d
+            ep["headers"] = redact_headers(ep["headers"])  # every value but an allowlisted header's
+        return {"schema_version": SCHEMA_VERSION, **d}
 
 
 def resolve_system_prompt(value: str | None, profile: Profile) -> tuple[str, str | None]:

@@ -22,12 +22,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scorecheck import __version__, data
+from scorecheck import data
 from scorecheck.benchmarks import ifeval
 from scorecheck.errors import UsageError
 from scorecheck.protocols import get_profile
 from scorecheck.reasoning import parse_format
-from scorecheck.report import eval_result, git_commit, versions, write_outputs
+from scorecheck.report import eval_result, write_outputs
+from scorecheck.results import Results, build_results
 
 GRADABLE = ("ifeval",)
 
@@ -71,7 +72,7 @@ def resolve_inputs(spec: str | None, profile: str) -> tuple[bytes, str, str, dic
 
 def grade_responses(eval_name: str, responses: Path, out_dir: Path, protocol: str = "reference",
                     input_data: str | None = None, exclude_keys: list[str] | None = None,
-                    missing_as_empty: bool = False, reasoning: str = "none") -> dict[str, Any]:  # fmt: skip
+                    missing_as_empty: bool = False, reasoning: str = "none") -> Results:  # fmt: skip
     if eval_name not in GRADABLE:
         raise UsageError(f"scorecheck grade supports --eval {', '.join(GRADABLE)}; got {eval_name!r}")
     started = time.time()
@@ -142,12 +143,17 @@ def grade_responses(eval_name: str, responses: Path, out_dir: Path, protocol: st
         notes.append(f"{duplicates} repeated prompt(s) in the responses file: the last response of each is graded")
     if excluded:
         notes.append(f"input keys left out: {', '.join(sorted(excluded, key=lambda k: (len(k), k)))}")
-    ended = time.time()
-    results = {
-        "scorecheck": {"version": __version__, "git_commit": git_commit(), "versions": versions()},
-        "protocol": {"name": profile.name, "reference": profile.reference},
-        "model": f"responses from {responses.name}",
-        "source": {
+    results = build_results(
+        model=f"responses from {responses.name}", protocol={"name": profile.name, "reference": profile.reference},
+        config={
+            "system_prompt": {"name": "n/a (graded responses)", "sha256": None, "text": None},
+            "reasoning": str(fmt),
+            "sampling": {},
+            "limit": None,
+            "evals": [bench.name],
+        },
+        evals={bench.name: result}, notes=notes, started=started, ended=time.time(),
+        source={
             "command": "grade",
             "responses": str(responses),
             "responses_sha256": hashlib.sha256(responses.read_bytes()).hexdigest(),
@@ -159,21 +165,8 @@ def grade_responses(eval_name: str, responses: Path, out_dir: Path, protocol: st
             "missing_responses": [str(r["key"]) for r in missing],
             "duplicate_prompts": duplicates,
         },
-        "config": {
-            "system_prompt": {"name": "n/a (graded responses)", "sha256": None, "text": None},
-            "reasoning": str(fmt),
-            "sampling": {},
-            "limit": None,
-            "evals": [bench.name],
-        },  # fmt: skip
-        "prompt_sha256": {},
-        "data_sha256": data_sha,
-        "started": started,
-        "ended": ended,
-        "wall_s": round(ended - started, 3),
-        "evals": {bench.name: result},
-        "notes": notes,
-    }
+        prompt_sha256={}, data_sha256=data_sha,
+    )  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_outputs(out_dir, results, records)
+    write_outputs(out_dir, results, records, {bench.name: [str(r["key"]) for r in rows]})
     return results

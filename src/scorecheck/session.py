@@ -12,11 +12,20 @@ from typing import Any
 
 from rich.console import Console
 
-from scorecheck import __version__, sandbox
+from scorecheck import sandbox
 from scorecheck.client import EndpointState
-from scorecheck.config import Resolved, RunConfig, dumps
+from scorecheck.config import Resolved, RunConfig
 from scorecheck.errors import RunAborted, UsageError
-from scorecheck.report import collect, eval_result, git_commit, print_table, sha256_text, versions, write_outputs
+from scorecheck.report import collect, eval_result, print_table, sha256_text, write_outputs
+from scorecheck.results import (
+    Results,
+    RunConfigRecord,
+    build_results,
+    in_item_order,
+    read_config,
+    read_results,
+    write_json,
+)
 from scorecheck.runner import Runner
 from scorecheck.store import Store
 
@@ -38,7 +47,7 @@ def execute(cfg: RunConfig, api_key: str | None = None, show_progress: bool = Tr
     status = "failed"
     embedded = None
     try:
-        (run_dir / "config.json").write_text(dumps(rc.describe()) + "\n")
+        write_json(run_dir / "config.json", RunConfigRecord.model_validate(rc.describe()))
         runner_model = cfg.model
         extra_identity: dict[str, Any] = {}
         if cfg.endpoints:
@@ -74,15 +83,15 @@ def execute(cfg: RunConfig, api_key: str | None = None, show_progress: bool = Tr
             status = "interrupted"
             err.print("interrupted: everything finished is kept; run the same command again to continue")
             return 130
-        results = build_results(rc, runner, store, started, extra_identity)
-        write_outputs(run_dir, results, _all_samples(store, runner))
+        results = run_results(rc, runner, store, started, extra_identity)
+        write_outputs(run_dir, results, _all_samples(store, runner), _item_order(runner))
         print_table(results, console)
         console.print(f"results in {run_dir}/ (results.json, samples.jsonl, summary.md)")
         if aborted is not None:
             status = "aborted"
             raise aborted
-        failed = [(name, i) for name, r in results["evals"].items() for i in r["failed_items"]]
-        judge_failed = [(name, i) for name, r in results["evals"].items() for i in r.get("judge_failed_items", [])]
+        failed = [(name, i) for name, r in results.evals.items() for i in r.failed_items]
+        judge_failed = [(name, i) for name, r in results.evals.items() for i in r.judge_failed_items or []]
         if judge_failed:
             status = "incomplete"
             shown = ", ".join(f"{n}/{i}" for n, i in judge_failed[:10]) + (" …" if len(judge_failed) > 10 else "")
@@ -218,12 +227,21 @@ def _all_samples(store: Store, runner: Runner):
         yield from collect(store, b, _wanted(runner, b.name))
 
 
-def build_results(rc: Resolved, runner: Runner, store: Store, started: float,
-                  extra_identity: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+def _item_order(runner: Runner) -> dict[str, list[str]]:
+    """Each eval's item ids in the order the data was loaded: the order of samples.jsonl."""
+    return {name: [it.id for it in items] for name, items in runner.items.items()}
+
+
+def _ordered(runner: Runner, bench_name: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return in_item_order(records, [bench_name], _item_order(runner))  # type: ignore[return-value]
+
+
+def run_results(rc: Resolved, runner: Runner, store: Store, started: float,
+                extra_identity: dict[str, Any]) -> Results:  # fmt: skip
     evals = {}
     tokens = {"prompt": 0, "completion": 0}
     for b in rc.benchmarks:
-        records = collect(store, b, _wanted(runner, b.name))
+        records = _ordered(runner, b.name, collect(store, b, _wanted(runner, b.name)))
         evals[b.name] = eval_result(b, records)
     for _status, pt, ct in store.db.execute(
         "SELECT status, COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0) FROM requests "
@@ -243,31 +261,17 @@ def build_results(rc: Resolved, runner: Runner, store: Store, started: float,
         notes.append("the embedded SmolLM2-135M (CPU) exercises the pipeline, it does not score: expect numbers near "
                      "zero; give --base-url of a real model's server for real scores")  # fmt: skip
     notes += agreement_notes(evals)
-    ended = time.time()
     desc = rc.describe()
-    judge = judge_summary(runner, store)
-    return {
-        "scorecheck": {"version": __version__, "git_commit": git_commit(), "versions": versions()},
-        "protocol": {"name": rc.profile.name, "reference": rc.profile.reference},
-        "model": runner.model,
-        "model_identity": {**runner.identity, **({"embedded": extra_identity} if extra_identity else {})},
-        "endpoints": [e.base_url for e in runner.endpoints],
-        "models_answer": runner.models_answer,
-        "config": desc,
-        "prompt_sha256": {
-            "system": desc["system_prompt"]["sha256"],
-            **{b.name: sha256_text(b.prompt_template) for b in rc.benchmarks},
-        },
-        "data_sha256": runner.data_sha256,
-        "started": started,
-        "ended": ended,
-        "wall_s": round(ended - started, 3),
-        "tokens": tokens,
-        "requests_this_session": dict(runner.state.sent_outcomes),
-        "evals": evals,
-        **({"judge": judge} if judge else {}),
-        "notes": notes,
-    }
+    return build_results(
+        model=runner.model, protocol={"name": rc.profile.name, "reference": rc.profile.reference}, config=desc,
+        evals=evals, notes=notes, started=started, ended=time.time(),
+        model_identity={**runner.identity, **({"embedded": extra_identity} if extra_identity else {})},
+        endpoints=[e.base_url for e in runner.endpoints], models_answer=runner.models_answer,
+        prompt_sha256={"system": desc["system_prompt"]["sha256"],
+                       **{b.name: sha256_text(b.prompt_template) for b in rc.benchmarks}},
+        data_sha256=runner.data_sha256, tokens=tokens, requests_this_session=dict(runner.state.sent_outcomes),
+        judge=judge_summary(runner, store),
+    )  # fmt: skip
 
 
 # -- scorecheck regrade ----------------------------------------------------------------------------------------------
@@ -299,14 +303,13 @@ def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = 
     and write the result beside the run's own: ``RUN_DIR/regrade-<grader>-<UTC time>/`` (results.json, samples.jsonl,
     summary.md). The run's results and its stored samples are left as they were; judge requests go into the run's
     store like any request, so a second regrade with the same judge sends nothing."""
-    import json
-
     console = console or Console()
     err = err or Console(stderr=True)
     run_dir = Path(run_dir)
     if not (run_dir / "store.sqlite").is_file() or not (run_dir / "config.json").is_file():
         raise UsageError(f"{run_dir} is not a scorecheck run directory (no store.sqlite and config.json)")
-    described = json.loads((run_dir / "config.json").read_text())
+    # legacy: a run from before versioned records is regraded into versioned ones
+    described = read_config(run_dir / "config.json", legacy=True).model_dump(mode="json", exclude_unset=True)
     cfg = config_from_run(described, overrides)
     rc = Resolved(cfg)
     started = time.time()
@@ -328,51 +331,40 @@ def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = 
         changed: dict[str, list[dict[str, Any]]] = {}
         for b in rc.benchmarks:
             wanted = _wanted(runner, b.name)
-            records = [r for r in slots[b.name] if (r["item_id"], r["sample_index"]) in wanted]
+            records = _ordered(
+                runner, b.name, [r for r in slots[b.name] if (r["item_id"], r["sample_index"]) in wanted]
+            )
             evals[b.name] = eval_result(b, records)
             samples += records
             changed[b.name] = [{"item_id": r["item_id"], "sample_index": r["sample_index"], "extracted": r.get("extracted"),
                                 "before": before[b.name].get((r["item_id"], r["sample_index"])), "after": r.get("score")}
                                for r in records if before[b.name].get((r["item_id"], r["sample_index"])) != r.get("score")]  # fmt: skip
-        previous: dict[str, Any] = {}
-        if (run_dir / "results.json").is_file():
-            previous = json.loads((run_dir / "results.json").read_text())
+        previous = read_results(run_dir / "results.json", legacy=True) if (run_dir / "results.json").is_file() else None
         ended = time.time()
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started))
         out_dir = run_dir / f"regrade-{runner.grading.mode}-{stamp}"
         out_dir.mkdir(parents=True, exist_ok=True)
-        judge = judge_summary(runner, store)
-        results = {
-            **previous,
-            "scorecheck": {"version": __version__, "git_commit": git_commit(), "versions": versions()},
-            "config": rc.describe(),
-            "evals": evals,
-            "notes": [*(n for n in previous.get("notes") or [] if AGREEMENT_NOTE not in n), *agreement_notes(evals)],
-            "regrade": {
-                "of": str(run_dir),
-                "grading": runner.grading.describe(),
-                "previous_scores": {k: v.get("score") for k, v in (previous.get("evals") or {}).items()},
-                "model_requests_sent": 0,
-                "changed_samples": changed,
-                "started": started,
-                "ended": ended,
+        results = build_results(
+            model=cfg.model or "", protocol={"name": rc.profile.name, "reference": rc.profile.reference},
+            config=rc.describe(), evals=evals, base=previous, started=started, ended=ended,
+            notes=[*(n for n in (previous.notes if previous else []) if AGREEMENT_NOTE not in n), *agreement_notes(evals)],
+            regrade={
+                "of": str(run_dir), "grading": runner.grading.describe(),
+                "previous_scores": {k: v.score for k, v in (previous.evals if previous else {}).items()},
+                "model_requests_sent": 0, "changed_samples": changed, "started": started, "ended": ended,
                 "wall_s": round(ended - started, 3),
             },
-        }
-        results.pop("judge", None)
-        if judge:
-            results["judge"] = judge
-        results.setdefault("model", cfg.model)
-        results.setdefault("protocol", {"name": rc.profile.name, "reference": rc.profile.reference})
-        write_outputs(out_dir, results, samples)
+            judge=judge_summary(runner, store),
+        )  # fmt: skip
+        write_outputs(out_dir, results, samples, _item_order(runner))
         print_table(results, console)
         for name, rows in changed.items():
-            prev = results["regrade"]["previous_scores"].get(name)
+            prev = (results.regrade or {})["previous_scores"].get(name)
             up = sum(1 for c in rows if (c["after"] or 0) > (c["before"] or 0))
             console.print(f"{name}: score {_score(prev)} -> {_score(evals[name]['score'])}; {len(rows)} sample(s) graded "
                           f"differently ({up} now right, {len(rows) - up} now wrong)", soft_wrap=True)  # fmt: skip
         console.print(f"regraded results in {out_dir}/ (results.json, samples.jsonl, summary.md)")
-        judge_failed = [i for r in evals.values() for i in r.get("judge_failed_items", [])]
+        judge_failed = [i for r in results.evals.values() for i in r.judge_failed_items or []]
         if judge_failed:
             status = "incomplete"
             err.print(f"[red]{len(judge_failed)} judge request(s) failed after retries[/]; run the same regrade "

@@ -213,10 +213,20 @@ def summarize(records: Sequence[dict[str, Any]], checker: str) -> dict[str, Any]
         entry.setdefault(c, {})[mode] = k / n
 
     head = by_checker[checker]
+    n_prompts, n_instr = len(records), sum(len(ids) for ids in ids_per_prompt)
+    metrics = {}
+    for mode in ("strict", "loose"):
+        metrics[f"prompt_{mode}"] = {"value": head[f"prompt_{mode}"], "correct": head["prompts_followed"][mode],
+                                     "n": n_prompts, "unit": "prompts"}  # fmt: skip
+        metrics[f"instruction_{mode}"] = {"value": head[f"instruction_{mode}"],
+                                          "correct": head["instructions_followed"][mode], "n": n_instr,
+                                          "unit": "instructions"}  # fmt: skip
     return {
         "score": head["mean"],
         "ci95": _ci95(per[checker]),
-        "n": len(records),
+        "n": n_prompts,
+        "correct": None,  # the headline is the mean of four proportions, each with its own count under metrics
+        "metrics": metrics,
         "checker": checker,
         "prompt_strict": head["prompt_strict"],
         "instruction_strict": head["instruction_strict"],
