@@ -100,7 +100,7 @@ class Runner:
     # -- setup -----------------------------------------------------------------------------------------------
     def load_data(self) -> None:
         for b in self.rc.benchmarks:
-            items, shas = b.load(self.rc.profile.name, self.rc.cfg.limit)
+            items, shas = b.load(self.rc.cfg.limit)
             self.items[b.name] = items
             self.data_sha256.update(shas)
 
@@ -153,7 +153,7 @@ class Runner:
 
     def grade_key(self, bench: Benchmark, key: str) -> str:
         fmt = str(self.rc.reasoning_for(bench))
-        base = f"{key}|{fmt}|{bench.name}|{GRADING_VERSION}"
+        base = f"{key}|{fmt}|{bench.name}|{GRADING_VERSION}|{self.rc.profile.name}:{bench.spec.fingerprint()}"
         if bench.judge_capable:
             base += "|" + self.grading.signature(self.judge_identity if self.grading.uses_judge else None)
         return hashlib.sha256(base.encode()).hexdigest()[:32]
@@ -164,7 +164,7 @@ class Runner:
         for b in self.rc.benchmarks:
             for item in self.items[b.name]:
                 messages = self.rc.messages(item.prompt, b)
-                for s in range(self.rc.cfg.samples):
+                for s in range(self.rc.samples_for(b)):
                     key = request_key(self.model, ident, messages, self.sampling, s)
                     out.append(Unit(b, item, s, messages, key, self.grade_key(b, key)))
         return out
@@ -199,7 +199,7 @@ class Runner:
             finished = self.store.finished_requests()
             todo: deque[Unit] = deque()
             for b in self.rc.benchmarks:
-                self.state.per_eval[b.name] = EvalProgress(total=len(self.items[b.name]) * cfg.samples)
+                self.state.per_eval[b.name] = EvalProgress(total=len(self.items[b.name]) * self.rc.samples_for(b))
             graded = {b.name: self.store.graded(b.name) for b in self.rc.benchmarks}
             for u in units:
                 prev = graded[u.bench.name].get((u.item.id, u.sample_index))
@@ -395,7 +395,7 @@ class Runner:
             rec.update(response=None, answer_text=None, reasoning=None, extracted=None, score=None, grader=None,
                        error=out.error, flags=flags)  # fmt: skip
             return rec
-        content = out.content if out.status == "ok" else ""  # HTTP 400: graded as the empty answer
+        content = out.content if out.status == "ok" else self.rc.profile.http_400_text  # the protocol's HTTP-400 text
         fmt = self.rc.reasoning_for(u.bench)
         split = fmt.apply(content, out.message)
         extracted = u.bench.extract(split.answer)
@@ -457,7 +457,7 @@ class Runner:
                 return {"score": 0.0, "grader": "unparsed", "detail": "no answer: scored 0 without the judge",
                         "reply": None, "request_key": None}  # fmt: skip
             extracted = u.bench.judge_unparsed
-        messages = judge_messages(u.item.gold, extracted)
+        messages = judge_messages(u.item.gold, extracted, u.bench.spec.judge_template)
         model = self.grading.judge_model or ""
         key = request_key(model, canonical(self.judge_identity), messages, self.grading.judge_sampling, 0)
         out = self._stored(key)

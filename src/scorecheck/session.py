@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 
 from scorecheck import __version__
+from scorecheck.benchmarks import Benchmark
 from scorecheck.client import EndpointState
 from scorecheck.config import Resolved, RunConfig, dumps
 from scorecheck.errors import RunAborted, UsageError
@@ -188,7 +189,8 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def _wanted(runner: Runner, bench_name: str) -> set[tuple[str, int]]:
-    return {(it.id, s) for it in runner.items[bench_name] for s in range(runner.rc.cfg.samples)}
+    bench = next(b for b in runner.rc.benchmarks if b.name == bench_name)
+    return {(it.id, s) for it in runner.items[bench_name] for s in range(runner.rc.samples_for(bench))}
 
 
 def _all_samples(store: Store, runner: Runner):
@@ -203,6 +205,7 @@ def build_results(rc: Resolved, runner: Runner, store: Store, started: float,
     for b in rc.benchmarks:
         records = collect(store, b, _wanted(runner, b.name))
         evals[b.name] = eval_result(b, records)
+        evals[b.name]["protocol"] = eval_protocol_record(rc, b)
     for _status, pt, ct in store.db.execute(
         "SELECT status, COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0) FROM requests "
         "WHERE eval IS NOT 'judge' GROUP BY status"
@@ -211,8 +214,10 @@ def build_results(rc: Resolved, runner: Runner, store: Store, started: float,
         tokens["completion"] += ct
     notes = []
     if rc.cfg.limit:
-        notes.append(f"--limit {rc.cfg.limit}: subsets drawn as the glaive fork draws them (random.Random(0)); "
-                     "the fork cannot subset GSM8K, scorecheck draws it the same way")  # fmt: skip
+        notes += [f"--limit {rc.cfg.limit}: {b.name} subset as {rc.profile.name} draws it: {b.spec.subset}"
+                  for b in rc.benchmarks]  # fmt: skip
+    notes += [f"{b.name}: not byte-verified against {b.spec.source}: {'; '.join(b.spec.notes)}"
+              for b in rc.benchmarks if not b.spec.byte_verified]  # fmt: skip
     if rc.cfg.endpoints == [] and rc.cfg.max_tokens is not None and rc.cfg.max_tokens < rc.profile.max_tokens:
         notes.append(
             f"max_tokens capped at {rc.cfg.max_tokens} (protocol: {rc.profile.max_tokens}) for the embedded model"
@@ -242,6 +247,30 @@ def build_results(rc: Resolved, runner: Runner, store: Store, started: float,
         "evals": evals,
         **({"judge": judge} if judge else {}),
         "notes": notes,
+    }
+
+
+def eval_protocol_record(rc: Resolved, bench: Benchmark) -> dict[str, Any]:
+    """What protocol an eval was run (or regraded) under, for results.json: the profile, the eval's source, the
+    sha256 of every protocol string it used (the system prompt it sent included), the reasoning rule and format
+    applied, samples, repeats and whether its requests are byte-verified against the upstream harness."""
+    spec = bench.spec
+    system = bench.system_prompt(rc.system_prompt_name, rc.system_prompt)
+    strings = spec.strings_sha256()
+    if system:
+        strings["system_prompt"] = sha256_text(system)
+    return {
+        "name": rc.profile.name,
+        "reference": rc.profile.reference,
+        "source": spec.source,
+        "strings_sha256": strings,
+        "reasoning": str(rc.reasoning_for(bench)),
+        "reasoning_rule": ("--reasoning " + str(rc.reasoning)) if rc.reasoning else spec.reasoning_rule(),
+        "samples": rc.samples_for(bench),
+        "repeats": spec.repeats if not rc.cfg.limit else 1,
+        "grader": spec.grader,
+        "http_400_text": rc.profile.http_400_text,
+        "byte_verified": spec.byte_verified,
     }
 
 
