@@ -169,18 +169,25 @@ def regrade(
     judge_max_tokens: Annotated[Optional[int], typer.Option(help=JUDGE_MAX_TOKENS_HELP)] = None,
     concurrency: Annotated[Optional[int], typer.Option(help="Judge requests in flight [the run's].")] = None,
     no_preflight: Annotated[bool, typer.Option("--no-preflight", help="Skip the judge's test request.")] = False,
+    protocol: Annotated[
+        Optional[str],
+        typer.Option(help="Grade with another protocol's extraction and grader, where its requests equal the run's."),
+    ] = None,
+    force_scoring: Annotated[
+        bool, typer.Option("--force-scoring", help="With --protocol: grade samples whose requests differ too (marked).")
+    ] = False,
 ) -> None:
-    """Grade a finished run again (another grader, or this version's grading) without a single request to the model;
-    the result goes to RUN_DIR/regrade-<grader>-<time>/, beside the run's own."""
+    """Grade a finished run again (another grader, another protocol, or this version's grading) without a single
+    request to the model; the result goes to RUN_DIR/regrade-[<protocol>-]<grader>-<time>/, beside the run's own."""
     try:
         overrides: dict[str, Any] = dict(
             grader=grader or "symbolic", score_by=score_by, judge_url=judge_url, judge_model=judge_model,
             judge_api_key_env=judge_api_key_env, judge_max_tokens=judge_max_tokens, concurrency=concurrency,
-            preflight=False if no_preflight else None,
+            preflight=False if no_preflight else None, protocol=protocol,
         )  # fmt: skip
         from scorecheck.session import regrade as do_regrade
 
-        code, _ = do_regrade(run_dir, overrides, console=out, err=err)
+        code, _ = do_regrade(run_dir, overrides, console=out, err=err, force_scoring=force_scoring)
     except ScorecheckError as e:
         _fail(e)
     raise typer.Exit(code)
@@ -313,6 +320,15 @@ def _register_compare() -> None:
 
 
 _register_compare()
+
+
+def _register_protocols() -> None:
+    from scorecheck import cli_protocols
+
+    cli_protocols.register(app)
+
+
+_register_protocols()
 
 
 def entry() -> None:

@@ -232,23 +232,35 @@ class Runner:
             raise RunAborted(self.state.aborted)
         return self.state
 
-    async def regrade(self) -> dict[str, list[dict[str, Any]]]:
+    async def regrade(
+        self, selection: dict[str, dict[tuple[str, int], Item]] | None = None
+    ) -> dict[str, list[dict[str, Any]]]:
         """Grade every stored sample of the run again under this runner's grading (``scorecheck regrade``).
 
         Reads the stored responses; sends no request to the model (there is no model client at all). Judge requests,
         when the grading uses the judge, are stored and reused like any request. The run's own samples are left as
         they were. Returns the new records per eval, in stored order; a sample whose model request failed is kept
-        as it was (there is nothing to grade)."""
+        as it was (there is nothing to grade). ``selection`` (a regrade under another protocol, crossgrade.py):
+        only these samples, each graded as the given item."""
         self._finished = self.store.finished_requests()
         todo: deque[tuple[int, Benchmark, Item, dict[str, Any]]] = deque()
         slots: dict[str, list[dict[str, Any]]] = {}
         for b in self.rc.benchmarks:
             items = {it.id: it for it in self.items[b.name]}
             old = list(self.store.iter_samples(b.name))
+            if selection is not None:
+                chosen = selection.get(b.name, {})
+                old = [r for r in old if (r["item_id"], r["sample_index"]) in chosen]
+                items = {}
             slots[b.name] = old
             for i, rec in enumerate(old):
-                if rec["item_id"] in items:
-                    todo.append((i, b, items[rec["item_id"]], rec))
+                item = (
+                    chosen[(rec["item_id"], rec["sample_index"])]
+                    if selection is not None
+                    else items.get(rec["item_id"])
+                )
+                if item is not None:
+                    todo.append((i, b, item, rec))
 
         async def worker() -> None:
             while todo and not self.state.aborted:

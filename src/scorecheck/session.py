@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
-from scorecheck import __version__
+from scorecheck import __version__, crossgrade
 from scorecheck.benchmarks import Benchmark
 from scorecheck.client import EndpointState
 from scorecheck.config import Resolved, RunConfig, dumps
@@ -216,8 +216,8 @@ def build_results(rc: Resolved, runner: Runner, store: Store, started: float,
     if rc.cfg.limit:
         notes += [f"--limit {rc.cfg.limit}: {b.name} subset as {rc.profile.name} draws it: {b.spec.subset}"
                   for b in rc.benchmarks]  # fmt: skip
-    notes += [f"{b.name}: not byte-verified against {b.spec.source}: {'; '.join(b.spec.notes)}"
-              for b in rc.benchmarks if not b.spec.byte_verified]  # fmt: skip
+    notes += [f"{b.name} (not byte-verified): {'; '.join(b.spec.notes)}" for b in rc.benchmarks
+              if not b.spec.byte_verified]  # fmt: skip
     if rc.cfg.endpoints == [] and rc.cfg.max_tokens is not None and rc.cfg.max_tokens < rc.profile.max_tokens:
         notes.append(
             f"max_tokens capped at {rc.cfg.max_tokens} (protocol: {rc.profile.max_tokens}) for the embedded model"
@@ -294,7 +294,7 @@ def config_from_run(described: dict[str, Any], overrides: dict[str, Any]) -> Run
 
 
 def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = None,
-            err: Console | None = None) -> tuple[int, Path]:  # fmt: skip
+            err: Console | None = None, force_scoring: bool = False) -> tuple[int, Path]:  # fmt: skip
     """``scorecheck regrade RUN_DIR``: grade a run's stored answers again, without a single request to the model,
     and write the result beside the run's own: ``RUN_DIR/regrade-<grader>-<UTC time>/`` (results.json, samples.jsonl,
     summary.md). The run's results and its stored samples are left as they were; judge requests go into the run's
@@ -307,6 +307,13 @@ def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = 
     if not (run_dir / "store.sqlite").is_file() or not (run_dir / "config.json").is_file():
         raise UsageError(f"{run_dir} is not a scorecheck run directory (no store.sqlite and config.json)")
     described = json.loads((run_dir / "config.json").read_text())
+    run_protocol = described.get("protocol") or "glaive-2024"
+    target = overrides.get("protocol") or run_protocol
+    cross = target != run_protocol
+    if cross:  # another protocol's grading of the same responses (crossgrade.py)
+        described = crossgrade.retarget(described, target)
+    elif force_scoring:
+        raise UsageError("--force-scoring applies with --protocol naming another protocol than the run's")
     cfg = config_from_run(described, overrides)
     rc = Resolved(cfg)
     started = time.time()
@@ -319,21 +326,45 @@ def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = 
                              "`scorecheck serve --embedded` and give --judge-url http://127.0.0.1:8080/v1")  # fmt: skip
         setup_judge(rc, runner)
         runner.load_data()
+        plans = crossgrade.plan(rc, runner.items, store, force_scoring) if cross else None
+        if plans is not None and not any(p.selection() for p in plans.values()):
+            raise UsageError(crossgrade.refusal(target, plans))
+        selection = {n: p.selection() for n, p in plans.items()} if plans is not None else None
         with asyncio.Runner(loop_factory=_loop_factory()) as aio:
-            slots = aio.run(runner.regrade())
+            slots = aio.run(runner.regrade(selection))
         evals = {}
         samples: list[dict[str, Any]] = []
         for b in rc.benchmarks:
-            wanted = _wanted(runner, b.name)
-            records = [r for r in slots[b.name] if (r["item_id"], r["sample_index"]) in wanted]
+            if plans is None:
+                wanted = _wanted(runner, b.name)
+                records = [r for r in slots[b.name] if (r["item_id"], r["sample_index"]) in wanted]
+            else:
+                records = slots[b.name]
+                for r in records:
+                    forced = plans[b.name].differ.get((r["item_id"], r["sample_index"]))
+                    if forced:
+                        r.setdefault("flags", {})["forced_scoring"] = True
+                        r["forced_fields"] = forced
             evals[b.name] = eval_result(b, records)
+            evals[b.name]["protocol"] = eval_protocol_record(rc, b)
+            if plans is not None:
+                evals[b.name]["protocol"]["regrade"] = plans[b.name].describe()
+                evals[b.name]["scoring_forced"] = bool(plans[b.name].forced)
+                if plans[b.name].differ:
+                    p = plans[b.name]
+                    shown = ", ".join(f"{i}" + (f"#{s}" if s else "") for i, s in list(p.differ)[:10])
+                    how = "graded anyway (--force-scoring, marked)" if p.forced else "not regradable, left out"
+                    err.print(f"{b.name}: {len(p.differ)} sample(s) whose request differs under {target} "
+                              f"({', '.join(sorted(p.field_counts()))}): {how}: {shown}"
+                              + (" …" if len(p.differ) > 10 else ""), highlight=False, soft_wrap=True)  # fmt: skip
             samples += records
         previous: dict[str, Any] = {}
         if (run_dir / "results.json").is_file():
             previous = json.loads((run_dir / "results.json").read_text())
         ended = time.time()
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started))
-        out_dir = run_dir / f"regrade-{runner.grading.mode}-{stamp}"
+        out_dir = run_dir / (f"regrade-{target}-{runner.grading.mode}-{stamp}" if cross
+                             else f"regrade-{runner.grading.mode}-{stamp}")  # fmt: skip
         out_dir.mkdir(parents=True, exist_ok=True)
         judge = judge_summary(runner, store)
         results = {
@@ -347,6 +378,7 @@ def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = 
                 "grading": runner.grading.describe(),
                 "previous_scores": {k: v.get("score") for k, v in (previous.get("evals") or {}).items()},
                 "model_requests_sent": 0,
+                **({"protocol": {"from": run_protocol, "to": target, "force_scoring": force_scoring}} if cross else {}),
                 "started": started,
                 "ended": ended,
                 "wall_s": round(ended - started, 3),
@@ -356,7 +388,7 @@ def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = 
         if judge:
             results["judge"] = judge
         results.setdefault("model", cfg.model)
-        results.setdefault("protocol", {"name": rc.profile.name, "reference": rc.profile.reference})
+        results["protocol"] = {"name": rc.profile.name, "reference": rc.profile.reference}
         write_outputs(out_dir, results, samples)
         print_table(results, console)
         console.print(f"regraded results in {out_dir}/ (results.json, samples.jsonl, summary.md)")
