@@ -214,8 +214,8 @@ def build_results(rc: Resolved, runner: Runner, store: Store, started: float,
         tokens["completion"] += ct
     notes = []
     if rc.cfg.limit:
-        notes += [f"--limit {rc.cfg.limit}: {b.name} subset as {rc.profile.name} draws it: {b.spec.subset}"
-                  for b in rc.benchmarks]  # fmt: skip
+        notes.append(f"--limit {rc.cfg.limit}: subsets drawn as {rc.profile.name} draws them, one repeat "
+                     "(each eval's rule: evals.<name>.protocol.subset in results.json)")  # fmt: skip
     notes += [f"{b.name} (not byte-verified): {'; '.join(b.spec.notes)}" for b in rc.benchmarks
               if not b.spec.byte_verified]  # fmt: skip
     if rc.cfg.endpoints == [] and rc.cfg.max_tokens is not None and rc.cfg.max_tokens < rc.profile.max_tokens:
@@ -268,6 +268,7 @@ def eval_protocol_record(rc: Resolved, bench: Benchmark) -> dict[str, Any]:
         "reasoning_rule": ("--reasoning " + str(rc.reasoning)) if rc.reasoning else spec.reasoning_rule(),
         "samples": rc.samples_for(bench),
         "repeats": spec.repeats if not rc.cfg.limit else 1,
+        "subset": spec.subset if rc.cfg.limit else None,
         "grader": spec.grader,
         "http_400_text": rc.profile.http_400_text,
         "byte_verified": spec.byte_verified,

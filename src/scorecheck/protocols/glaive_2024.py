@@ -200,6 +200,23 @@ def _gpqa(variant: str, rows: int) -> EvalProtocol:
     )  # fmt: skip
 
 
+def _math(eval_name: str, data_key: str, source: str, verified: bool, notes: tuple[str, ...]) -> EvalProtocol:
+    return EvalProtocol(
+        eval=eval_name,
+        source=source,
+        data_key=data_key,
+        subset=FORK_SUBSET,
+        user_template=QUERY_TEMPLATE_MATH,
+        extraction=_MATH,
+        grader="math-equality",
+        reasoning_default=REASONING_DEFAULT,
+        judge_template=EQUALITY_TEMPLATE,
+        judge_unparsed="None",
+        byte_verified=verified,
+        notes=notes,
+    )
+
+
 EVALS = (
     EvalProtocol(
         eval="mmlu",
@@ -215,31 +232,13 @@ EVALS = (
     ),
     _gpqa("main", 448),
     _gpqa("diamond", 198),
-    EvalProtocol(
-        eval="math",
-        source=f"{SOURCE} math_eval.py, common.py",
-        data_key="math",
-        subset=FORK_SUBSET,
-        user_template=QUERY_TEMPLATE_MATH,
-        extraction=_MATH,
-        grader="math-equality",
-        reasoning_default=REASONING_DEFAULT,
-        judge_template=EQUALITY_TEMPLATE,
-        judge_unparsed="None",
-    ),
-    EvalProtocol(
-        eval="math_500",
-        source=f"{SOURCE} math_eval.py (prompt, extraction, judge); data: prm800k math_splits/test.jsonl",
-        data_key="math500",
-        subset=FORK_SUBSET,
-        user_template=QUERY_TEMPLATE_MATH,
-        extraction=_MATH,
-        grader="math-equality",
-        reasoning_default=REASONING_DEFAULT,
-        judge_template=EQUALITY_TEMPLATE,
-        judge_unparsed="None",
-        byte_verified=False,
-        notes=("the fork never ran MATH-500: its MATH prompt, extraction and judge on prm800k's 500-problem split",),
+    _math("math", "math", f"{SOURCE} math_eval.py, common.py", True, ()),
+    _math(
+        "math_500",
+        "math500",
+        f"{SOURCE} math_eval.py (prompt, extraction, judge); data: prm800k math_splits/test.jsonl",
+        False,
+        ("the fork never ran MATH-500: its MATH prompt, extraction and judge on prm800k's 500-problem split",),
     ),
     EvalProtocol(
         eval="gsm8k",
