@@ -296,3 +296,14 @@ def test_glaive_default_reasoning_is_the_output_split(tmp_path):
     assert ev["ifeval"]["protocol"]["reasoning"] == "none"
     assert "reflection-ifeval with system prompt reflection" in ev["ifeval"]["protocol"]["reasoning_rule"]
     assert "system_prompt" in ev["ifeval"]["protocol"]["strings_sha256"]
+
+
+def test_benchmarks_are_parameterised_not_bound_to_a_protocol():
+    from conftest import ROOT
+
+    for f in (ROOT / "src" / "scorecheck" / "benchmarks").glob("*.py"):
+        src = f.read_text()
+        assert "glaive_2024" not in src and "simple_evals" not in src, f.name
+    a, b = get_benchmarks(["mmlu"], GLAIVE_2024)[0], get_benchmarks(["mmlu"], SIMPLE_EVALS)[0]
+    assert a.prompt_template != b.prompt_template and a.spec is GLAIVE_2024.evals["mmlu"]
+    assert a.extract("**Answer:** B") is None and b.extract("**Answer:** B") == "B"

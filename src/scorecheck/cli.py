@@ -95,7 +95,10 @@ def run(
         Optional[str], typer.Option(help="Protocol prompt name (reflection, default), @file, or literal text.")
     ] = None,
     reasoning: Annotated[
-        Optional[str], typer.Option(help="none, reflection, think, reasoning-field, tags:OPEN,CLOSE.")
+        Optional[str],
+        typer.Option(
+            help="none, reflection, think, reasoning-field, tags:OPEN,CLOSE [the protocol's: reflection under glaive-2024]."
+        ),
     ] = None,
     protocol: Annotated[Optional[str], typer.Option(help="Protocol profile [glaive-2024].")] = None,
     evals: Annotated[
