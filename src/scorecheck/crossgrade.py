@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich.console import Console
+
 from scorecheck.benchmarks import Item
 from scorecheck.config import Resolved
 from scorecheck.errors import UsageError
@@ -133,3 +135,24 @@ def refusal(protocol: str, plans: dict[str, EvalPlan]) -> str:
             "grades would not be of the answers its protocol gets. Run it under that protocol instead, or give "
             f"--force-scoring to apply {protocol}'s reasoning split, extraction and grader to the stored responses "
             "anyway (marked as forced in the results)")  # fmt: skip
+
+
+def mark(p: EvalPlan, records: list[dict[str, Any]]) -> None:
+    """Mark the records graded by --force-scoring, with the fields their requests differ in."""
+    for r in records:
+        fields = p.differ.get((r["item_id"], r["sample_index"]))
+        if fields:
+            r.setdefault("flags", {})["forced_scoring"] = True
+            r["forced_fields"] = fields
+
+
+def annotate(name: str, protocol: str, p: EvalPlan, result: dict[str, Any], err: Console) -> None:
+    """Put the plan into the eval's results and say on stderr which samples were left out or forced."""
+    result["protocol"]["regrade"] = p.describe()
+    result["scoring_forced"] = bool(p.forced)
+    if not p.differ:
+        return
+    shown = ", ".join(i + (f"#{s}" if s else "") for i, s in list(p.differ)[:10]) + (" …" if len(p.differ) > 10 else "")
+    how = "graded anyway (--force-scoring, marked)" if p.forced else "not regradable, left out"
+    err.print(f"{name}: {len(p.differ)} sample(s) whose request differs under {protocol} "
+              f"({', '.join(sorted(p.field_counts()))}): {how}: {shown}", highlight=False, soft_wrap=True)  # fmt: skip

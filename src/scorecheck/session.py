@@ -341,23 +341,11 @@ def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = 
                 records = [r for r in slots[b.name] if (r["item_id"], r["sample_index"]) in wanted]
             else:
                 records = slots[b.name]
-                for r in records:
-                    forced = plans[b.name].differ.get((r["item_id"], r["sample_index"]))
-                    if forced:
-                        r.setdefault("flags", {})["forced_scoring"] = True
-                        r["forced_fields"] = forced
+                crossgrade.mark(plans[b.name], records)
             evals[b.name] = eval_result(b, records)
             evals[b.name]["protocol"] = eval_protocol_record(rc, b)
             if plans is not None:
-                evals[b.name]["protocol"]["regrade"] = plans[b.name].describe()
-                evals[b.name]["scoring_forced"] = bool(plans[b.name].forced)
-                if plans[b.name].differ:
-                    p = plans[b.name]
-                    shown = ", ".join(f"{i}" + (f"#{s}" if s else "") for i, s in list(p.differ)[:10])
-                    how = "graded anyway (--force-scoring, marked)" if p.forced else "not regradable, left out"
-                    err.print(f"{b.name}: {len(p.differ)} sample(s) whose request differs under {target} "
-                              f"({', '.join(sorted(p.field_counts()))}): {how}: {shown}"
-                              + (" …" if len(p.differ) > 10 else ""), highlight=False, soft_wrap=True)  # fmt: skip
+                crossgrade.annotate(b.name, target, plans[b.name], evals[b.name], err)
             samples += records
         previous: dict[str, Any] = {}
         if (run_dir / "results.json").is_file():
