@@ -54,7 +54,8 @@ class RunConfig(BaseModel):
     reasoning: str | None = None
     """None: each eval's protocol default (glaive-2024: the fork's <output> split)."""
     protocol: str = "glaive-2024"
-    evals: list[str] = Field(default_factory=lambda: ["mmlu", "gpqa", "gsm8k"])
+    evals: list[str] | None = None
+    """None: the protocol's default evals (glaive-2024: mmlu, gpqa, gsm8k)."""
     limit: int | None = Field(default=None, ge=1)
     samples: int | None = Field(default=None, ge=1)
     """None: each eval's protocol default (simple-evals: HumanEval 5, MATH 10 repeats without --limit; else 1)."""
@@ -154,7 +155,7 @@ class Resolved:
         self.system_prompt_name, self.system_prompt = resolve_system_prompt(cfg.system_prompt, self.profile)
         from scorecheck.benchmarks import get_benchmarks
 
-        self.benchmarks = get_benchmarks(cfg.evals, self.profile)
+        self.benchmarks = get_benchmarks(cfg.evals or list(self.profile.default_evals), self.profile)
 
     def sampling(self) -> dict[str, Any]:
         """The body fields every request carries besides model and messages."""
