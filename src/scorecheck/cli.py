@@ -68,6 +68,10 @@ GRADER_HELP = (
 SCORE_BY_HELP = "With --grader both: the grader that gives the score, symbolic or judge [symbolic]."
 JUDGE_URL_HELP = "The judge's OpenAI-compatible endpoint [https://api.openai.com/v1]; 'embedded': the embedded model."
 JUDGE_MODEL_HELP = "The judge model [the protocol's: gpt-4-turbo-preview]."
+UNSAFE_HELP = (
+    "Where no contained sandbox works (no namespaces), run HumanEval's model-written code anyway in a weaker "
+    "mode (docs/sandbox.md says what it leaves open); recorded in results.json."
+)
 JUDGE_MAX_TOKENS_HELP = "Cap the judge's max_tokens [the protocol's: 1024] (recorded; changes the judge's requests)."
 JUDGE_KEY_HELP = "Environment variable holding the judge's API key [OPENAI_API_KEY]."
 
@@ -132,9 +136,14 @@ def run(
     judge_model: Annotated[Optional[str], typer.Option(help=JUDGE_MODEL_HELP)] = None,
     judge_api_key_env: Annotated[Optional[str], typer.Option(help=JUDGE_KEY_HELP)] = None,
     judge_max_tokens: Annotated[Optional[int], typer.Option(help=JUDGE_MAX_TOKENS_HELP)] = None,
+    confirm_run_unsafe_code: Annotated[bool, typer.Option("--confirm-run-unsafe-code", help=UNSAFE_HELP)] = False,
 ) -> None:
     """Evaluate a model; the same command again resumes an interrupted run."""
     try:
+        if confirm_run_unsafe_code:
+            from scorecheck import sandbox
+
+            sandbox.confirm_unsafe()
         file_values = load_config_file(config)
         overrides: dict[str, Any] = dict(
             model=model, system_prompt=system_prompt, reasoning=reasoning, protocol=protocol, evals=evals,

@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
-from scorecheck import __version__, crossgrade
+from scorecheck import __version__, crossgrade, sandbox
 from scorecheck.benchmarks import Benchmark
 from scorecheck.client import EndpointState
 from scorecheck.config import Resolved, RunConfig, dumps
@@ -29,9 +29,13 @@ def execute(cfg: RunConfig, api_key: str | None = None, show_progress: bool = Tr
     rc = Resolved(cfg)
     if cfg.endpoints and not cfg.model:
         raise UsageError("--model is required with --base-url (the name the endpoint serves)")
+    # Programs that could not run contained, without the opt-in: a one-line error before any request.
+    iso = sandbox.isolation() if any(getattr(b, "runs_code", False) for b in rc.benchmarks) else None
     run_dir = Path(cfg.out)
     started = time.time()
     store = Store(run_dir, argv=redact_argv(sys.argv))
+    if iso is not None and iso.mode == "setuid":
+        run_dir.chmod(0o700)  # the store and outputs out of the programs' (other) uid's reach
     status = "failed"
     embedded = None
     try:

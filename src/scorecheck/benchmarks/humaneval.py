@@ -23,7 +23,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from scorecheck import data
+from scorecheck import data, sandbox
 from scorecheck.benchmarks import Benchmark, Graded, Item, fork_subset
 from scorecheck.protocols import DEFAULT_PROFILE
 from scorecheck.stats import mean_ci
@@ -62,8 +62,6 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def run_sample(problem_prompt: str, completion: str, test: str, entry_point: str,
                timeout: float = DEFAULT_TIMEOUT) -> Graded:  # fmt: skip
-    from scorecheck import sandbox
-
     iso = sandbox.isolation()
     out = sandbox.run_program(program(problem_prompt, completion, test, entry_point), sandbox.Limits(timeout=timeout))
     info = {"outcome": out.status, "exception": out.exception, "message": out.message, "detail": out.detail,
@@ -83,6 +81,8 @@ class HumanEval(Benchmark):
     data_keys = ("humaneval",)
     description = "HumanEval (164 problems), pass@1 (pass@k with --samples-per-task), sandboxed execution"
     worker_grader = staticmethod(grade_in_sandbox)
+    runs_code = True
+    """Runs model-written code: a run checks before sending anything that the sandbox can run it."""
 
     def load(self, limit: int | None) -> tuple[list[Item], dict[str, str]]:
         res = data.resolve(self.spec.data_key)
@@ -118,6 +118,7 @@ def pass_at_k_summary(records: Sequence[dict[str, Any]], only_ks: Sequence[int] 
     outcomes: Counter[str] = Counter()
     exceptions: Counter[str] = Counter()
     isolations: Counter[str] = Counter()
+    modes: Counter[str] = Counter()
     for r in records:
         if r.get("score") is None:
             continue
@@ -128,6 +129,8 @@ def pass_at_k_summary(records: Sequence[dict[str, Any]], only_ks: Sequence[int] 
             exceptions[info["exception"]] += 1
         if info.get("isolation"):
             isolations[info["isolation"]] += 1
+        if info.get("isolation_mode"):
+            modes[info["isolation_mode"]] += 1
     if not per_task:
         return {}
     ns = [len(v) for v in per_task.values()]
@@ -147,5 +150,6 @@ def pass_at_k_summary(records: Sequence[dict[str, Any]], only_ks: Sequence[int] 
         "outcomes": dict(outcomes),
         "exceptions": dict(exceptions.most_common(20)),
         "isolation": sorted(isolations) if len(isolations) != 1 else next(iter(isolations)),
-        "contained": all("NOT" not in i for i in isolations),
+        "isolation_mode": sorted(modes) if len(modes) != 1 else next(iter(modes)),
+        "contained": all(m in sandbox.CONTAINED for m in modes) and all("NOT" not in i for i in isolations),
     }
