@@ -173,7 +173,7 @@ def _math(eval_name: str, data_key: str, verified: bool, notes: tuple[str, ...])
 
 
 _MATH_500_NOTE = (
-    "not byte-verified: upstream reads math_500_test.csv, which is not in the shared data; scorecheck uses prm800k's "
+    "upstream reads math_500_test.csv, which is not in the shared data; scorecheck uses prm800k's "
     "split, whose answers differ in 3 problems and whose row order against upstream's is unverified",
 )
 
