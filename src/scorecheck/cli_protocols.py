@@ -27,7 +27,10 @@ def register(app: typer.Typer) -> None:
     def protocols_diff(
         a: Annotated[str, typer.Argument(help="A profile, e.g. glaive-2024.")],
         b: Annotated[str, typer.Argument(help="Another profile, e.g. simple-evals.")],
-        eval_name: Annotated[Optional[str], typer.Option("--eval", help="One eval (e.g. mmlu) [every eval].")] = None,
+        eval_name: Annotated[
+            Optional[str],
+            typer.Option("--eval", metavar="EVAL", show_default="every eval", help="One eval, e.g. mmlu."),
+        ] = None,
     ) -> None:
         """What differs between two profiles, field by field: prompts as a unified diff, regexes, match rules,
         grader, sampling, data and subset, repeats."""
