@@ -637,6 +637,15 @@ def _register_protocols() -> None:
 _register_protocols()
 
 
+def _register_audit() -> None:
+    from scorecheck import cli_audit
+
+    cli_audit.register(app)
+
+
+_register_audit()
+
+
 MOVED_ENV = "SCORECHECK_MOVED_"
 """Prefix of the variables that the deprecated secret flags' values are moved into."""
 

@@ -319,6 +319,10 @@ def config_from_run(described: dict[str, Any], overrides: dict[str, Any]) -> Run
     return build(d, overrides, origin="regrade")
 
 
+def _score(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
 def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = None,
             err: Console | None = None, force_scoring: bool = False) -> tuple[int, Path]:  # fmt: skip
     """``scorecheck regrade RUN_DIR``: grade a run's stored answers again, without a single request to the model,
@@ -356,10 +360,13 @@ def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = 
         if plans is not None and not any(p.selection() for p in plans.values()):
             raise UsageError(crossgrade.refusal(target, plans))
         selection = {n: p.selection() for n, p in plans.items()} if plans is not None else None
+        before = {b.name: {(r["item_id"], r["sample_index"]): r.get("score") for r in store.iter_samples(b.name)}
+                  for b in rc.benchmarks}  # fmt: skip
         with asyncio.Runner(loop_factory=_loop_factory()) as aio:
             slots = aio.run(runner.regrade(selection))
         evals = {}
         samples: list[dict[str, Any]] = []
+        changed: dict[str, list[dict[str, Any]]] = {}
         for b in rc.benchmarks:
             if plans is None:
                 wanted = _wanted(runner, b.name)
@@ -372,6 +379,9 @@ def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = 
             if plans is not None:
                 crossgrade.annotate(b.name, target, plans[b.name], evals[b.name], err)
             samples += records
+            changed[b.name] = [{"item_id": r["item_id"], "sample_index": r["sample_index"], "extracted": r.get("extracted"),
+                                "before": before[b.name].get((r["item_id"], r["sample_index"])), "after": r.get("score")}
+                               for r in records if before[b.name].get((r["item_id"], r["sample_index"])) != r.get("score")]  # fmt: skip
         previous: dict[str, Any] = {}
         if (run_dir / "results.json").is_file():
             previous = json.loads((run_dir / "results.json").read_text())
@@ -392,6 +402,7 @@ def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = 
                 "grading": runner.grading.describe(),
                 "previous_scores": {k: v.get("score") for k, v in (previous.get("evals") or {}).items()},
                 "model_requests_sent": 0,
+                "changed_samples": changed,
                 **({"protocol": {"from": run_protocol, "to": target, "force_scoring": force_scoring}} if cross else {}),
                 "started": started,
                 "ended": ended,
@@ -405,6 +416,11 @@ def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = 
         results["protocol"] = {"name": rc.profile.name, "reference": rc.profile.reference}
         write_outputs(out_dir, results, samples)
         print_table(results, console)
+        for name, rows in changed.items():
+            prev = results["regrade"]["previous_scores"].get(name)
+            up = sum(1 for c in rows if (c["after"] or 0) > (c["before"] or 0))
+            console.print(f"{name}: score {_score(prev)} -> {_score(evals[name]['score'])}; {len(rows)} sample(s) graded "
+                          f"differently ({up} now right, {len(rows) - up} now wrong)", soft_wrap=True)  # fmt: skip
         console.print(f"regraded results in {out_dir}/ (results.json, samples.jsonl, summary.md)")
         judge_failed = [i for r in evals.values() for i in r.get("judge_failed_items", [])]
         if judge_failed:
