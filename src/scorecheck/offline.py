@@ -25,7 +25,7 @@ from typing import Any
 from scorecheck import data
 from scorecheck.benchmarks import ifeval
 from scorecheck.errors import UsageError
-from scorecheck.protocols import get_profile
+from scorecheck.protocols import eval_protocol, get_profile
 from scorecheck.reasoning import parse_format
 from scorecheck.report import eval_result, write_outputs
 from scorecheck.results import Results, build_results
@@ -56,9 +56,9 @@ def read_responses(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def resolve_inputs(spec: str | None, profile: str) -> tuple[bytes, str, str, dict[str, str]]:
-    """(bytes, label, sha256, data_sha256 entry) of the IFEval input file: a data key, a path, or the profile's."""
-    spec = spec or ifeval.data_key_for(profile)
+def resolve_inputs(spec: str | None, default_key: str) -> tuple[bytes, str, str, dict[str, str]]:
+    """(bytes, label, sha256, data_sha256 entry) of the IFEval input file: a data key, a path, or the protocol's."""
+    spec = spec or default_key
     if spec in data.FILES:
         res = data.resolve(spec)
         return res.read_bytes(), f"{spec} ({res.path})", res.sha256, {spec: res.sha256}
@@ -78,9 +78,8 @@ def grade_responses(eval_name: str, responses: Path, out_dir: Path, protocol: st
     started = time.time()
     profile = get_profile(protocol)
     fmt = parse_format(reasoning)
-    bench = ifeval.IFEval()
-    bench.checker = ifeval.checker_for(profile.name)
-    raw, label, _sha, data_sha = resolve_inputs(input_data, profile.name)
+    bench = ifeval.IFEval(eval_protocol(profile, eval_name))
+    raw, label, _sha, data_sha = resolve_inputs(input_data, bench.spec.data_key)
     rows = ifeval.read_inputs(raw, label)
     excluded = {str(k).strip() for k in exclude_keys or []}
     unknown_excl = excluded - {str(r["key"]) for r in rows}

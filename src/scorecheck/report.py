@@ -110,7 +110,7 @@ def summary_markdown(results: Results | dict[str, Any]) -> str:
         f"# scorecheck run: {results['model']}",
         "",
         f"protocol `{results['protocol']['name']}` · system prompt `{cfg['system_prompt']['name']}` · reasoning "
-        f"`{cfg['reasoning']}` · sampling `{json.dumps(cfg['sampling'])}`"
+        f"`{cfg['reasoning'] or 'protocol default'}` · sampling `{json.dumps(cfg['sampling'])}`"
         + (f" · limit {cfg['limit']} per eval" if cfg.get("limit") else ""),
         "",
         "| " + " | ".join(HEADER) + " |",

@@ -12,7 +12,8 @@ from typing import Any
 
 from rich.console import Console
 
-from scorecheck import sandbox
+from scorecheck import crossgrade, sandbox
+from scorecheck.benchmarks import Benchmark
 from scorecheck.client import EndpointState
 from scorecheck.config import Resolved, RunConfig
 from scorecheck.errors import RunAborted, UsageError
@@ -123,7 +124,7 @@ EMBEDDED_TOKENS_PER_S = 75
 def say_estimate(rc: Resolved, runner: Runner, err: Console) -> None:
     """Before a long run on the embedded CPU model (a bare `scorecheck run`: 15,809 items at max_tokens 6000): how
     long it may take, and how to make it short."""
-    requests = sum(len(v) for v in runner.items.values()) * rc.cfg.samples
+    requests = sum(len(runner.items[b.name]) * rc.samples_for(b) for b in rc.benchmarks)
     max_tokens = rc.sampling()["max_tokens"]
     hours = requests * max_tokens / EMBEDDED_TOKENS_PER_S / 3600
     if hours < 0.5:
@@ -219,7 +220,8 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def _wanted(runner: Runner, bench_name: str) -> set[tuple[str, int]]:
-    return {(it.id, s) for it in runner.items[bench_name] for s in range(runner.rc.cfg.samples)}
+    bench = next(b for b in runner.rc.benchmarks if b.name == bench_name)
+    return {(it.id, s) for it in runner.items[bench_name] for s in range(runner.rc.samples_for(bench))}
 
 
 def _all_samples(store: Store, runner: Runner):
@@ -243,6 +245,7 @@ def run_results(rc: Resolved, runner: Runner, store: Store, started: float,
     for b in rc.benchmarks:
         records = _ordered(runner, b.name, collect(store, b, _wanted(runner, b.name)))
         evals[b.name] = eval_result(b, records)
+        evals[b.name]["protocol"] = eval_protocol_record(rc, b)
     for _status, pt, ct in store.db.execute(
         "SELECT status, COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0) FROM requests "
         "WHERE eval IS NOT 'judge' GROUP BY status"
@@ -251,8 +254,10 @@ def run_results(rc: Resolved, runner: Runner, store: Store, started: float,
         tokens["completion"] += ct
     notes = []
     if rc.cfg.limit:
-        notes.append(f"--limit {rc.cfg.limit}: subsets drawn as the glaive fork draws them (random.Random(0)); "
-                     "the fork cannot subset GSM8K, scorecheck draws it the same way")  # fmt: skip
+        notes.append(f"--limit {rc.cfg.limit}: subsets drawn as {rc.profile.name} draws them, one repeat "
+                     "(each eval's rule: evals.<name>.protocol.subset in results.json)")  # fmt: skip
+    notes += [f"{b.name} (not byte-verified): {'; '.join(b.spec.notes)}" for b in rc.benchmarks
+              if not b.spec.byte_verified]  # fmt: skip
     if rc.cfg.endpoints == [] and rc.cfg.max_tokens is not None and rc.cfg.max_tokens < rc.profile.max_tokens:
         notes.append(
             f"max_tokens capped at {rc.cfg.max_tokens} (protocol: {rc.profile.max_tokens}) for the embedded model"
@@ -272,6 +277,31 @@ def run_results(rc: Resolved, runner: Runner, store: Store, started: float,
         data_sha256=runner.data_sha256, tokens=tokens, requests_this_session=dict(runner.state.sent_outcomes),
         judge=judge_summary(runner, store),
     )  # fmt: skip
+
+
+def eval_protocol_record(rc: Resolved, bench: Benchmark) -> dict[str, Any]:
+    """What protocol an eval was run (or regraded) under, for results.json: the profile, the eval's source, the
+    sha256 of every protocol string it used (the system prompt it sent included), the reasoning rule and format
+    applied, samples, repeats and whether its requests are byte-verified against the upstream harness."""
+    spec = bench.spec
+    system = bench.system_prompt(rc.system_prompt_name, rc.system_prompt)
+    strings = spec.strings_sha256()
+    if system:
+        strings["system_prompt"] = sha256_text(system)
+    return {
+        "name": rc.profile.name,
+        "reference": rc.profile.reference,
+        "source": spec.source,
+        "strings_sha256": strings,
+        "reasoning": str(rc.reasoning_for(bench)),
+        "reasoning_rule": ("--reasoning " + str(rc.reasoning)) if rc.reasoning else spec.reasoning_rule(),
+        "samples": rc.samples_for(bench),
+        "repeats": spec.repeats if not rc.cfg.limit else 1,
+        "subset": spec.subset if rc.cfg.limit else None,
+        "grader": spec.grader,
+        "http_400_text": rc.profile.http_400_text,
+        "byte_verified": spec.byte_verified,
+    }
 
 
 # -- scorecheck regrade ----------------------------------------------------------------------------------------------
@@ -298,7 +328,7 @@ def _score(x: float | None) -> str:
 
 
 def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = None,
-            err: Console | None = None) -> tuple[int, Path]:  # fmt: skip
+            err: Console | None = None, force_scoring: bool = False) -> tuple[int, Path]:  # fmt: skip
     """``scorecheck regrade RUN_DIR``: grade a run's stored answers again, without a single request to the model,
     and write the result beside the run's own: ``RUN_DIR/regrade-<grader>-<UTC time>/`` (results.json, samples.jsonl,
     summary.md). The run's results and its stored samples are left as they were; judge requests go into the run's
@@ -310,6 +340,13 @@ def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = 
         raise UsageError(f"{run_dir} is not a scorecheck run directory (no store.sqlite and config.json)")
     # legacy: a run from before versioned records is regraded into versioned ones
     described = read_config(run_dir / "config.json", legacy=True).model_dump(mode="json", exclude_unset=True)
+    run_protocol = described.get("protocol") or "glaive-2024"
+    target = overrides.get("protocol") or run_protocol
+    cross = target != run_protocol
+    if cross:  # another protocol's grading of the same responses (crossgrade.py)
+        described = crossgrade.retarget(described, target)
+    elif force_scoring:
+        raise UsageError("--force-scoring applies with --protocol naming another protocol than the run's")
     cfg = config_from_run(described, overrides)
     rc = Resolved(cfg)
     started = time.time()
@@ -322,19 +359,30 @@ def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = 
                              "`scorecheck serve --embedded` and give --judge-url http://127.0.0.1:8080/v1")  # fmt: skip
         setup_judge(rc, runner)
         runner.load_data()
+        plans = crossgrade.plan(rc, runner.items, store, force_scoring) if cross else None
+        if plans is not None and not any(p.selection() for p in plans.values()):
+            raise UsageError(crossgrade.refusal(target, plans))
+        selection = {n: p.selection() for n, p in plans.items()} if plans is not None else None
         before = {b.name: {(r["item_id"], r["sample_index"]): r.get("score") for r in store.iter_samples(b.name)}
                   for b in rc.benchmarks}  # fmt: skip
         with asyncio.Runner(loop_factory=_loop_factory()) as aio:
-            slots = aio.run(runner.regrade())
+            slots = aio.run(runner.regrade(selection))
         evals = {}
         samples: list[dict[str, Any]] = []
         changed: dict[str, list[dict[str, Any]]] = {}
         for b in rc.benchmarks:
-            wanted = _wanted(runner, b.name)
-            records = _ordered(
-                runner, b.name, [r for r in slots[b.name] if (r["item_id"], r["sample_index"]) in wanted]
-            )
+            if plans is None:
+                wanted = _wanted(runner, b.name)
+                records = _ordered(
+                    runner, b.name, [r for r in slots[b.name] if (r["item_id"], r["sample_index"]) in wanted]
+                )
+            else:
+                records = _ordered(runner, b.name, slots[b.name])
+                crossgrade.mark(plans[b.name], records)
             evals[b.name] = eval_result(b, records)
+            evals[b.name]["protocol"] = eval_protocol_record(rc, b)
+            if plans is not None:
+                crossgrade.annotate(b.name, target, plans[b.name], evals[b.name], err)
             samples += records
             changed[b.name] = [{"item_id": r["item_id"], "sample_index": r["sample_index"], "extracted": r.get("extracted"),
                                 "before": before[b.name].get((r["item_id"], r["sample_index"])), "after": r.get("score")}
@@ -342,7 +390,8 @@ def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = 
         previous = read_results(run_dir / "results.json", legacy=True) if (run_dir / "results.json").is_file() else None
         ended = time.time()
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started))
-        out_dir = run_dir / f"regrade-{runner.grading.mode}-{stamp}"
+        out_dir = run_dir / (f"regrade-{target}-{runner.grading.mode}-{stamp}" if cross
+                             else f"regrade-{runner.grading.mode}-{stamp}")  # fmt: skip
         out_dir.mkdir(parents=True, exist_ok=True)
         results = build_results(
             model=cfg.model or "", protocol={"name": rc.profile.name, "reference": rc.profile.reference},
@@ -351,7 +400,9 @@ def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = 
             regrade={
                 "of": str(run_dir), "grading": runner.grading.describe(),
                 "previous_scores": {k: v.score for k, v in (previous.evals if previous else {}).items()},
-                "model_requests_sent": 0, "changed_samples": changed, "started": started, "ended": ended,
+                "model_requests_sent": 0, "changed_samples": changed,
+                **({"protocol": {"from": run_protocol, "to": target, "force_scoring": force_scoring}} if cross else {}),
+                "started": started, "ended": ended,
                 "wall_s": round(ended - started, 3),
             },
             judge=judge_summary(runner, store),

@@ -240,7 +240,7 @@ def check_ready_to_run(study: Study, configs: list[Configuration], overrides: di
         for b in rc.benchmarks:
             key = (b.name, rc.profile.name, cfg.limit)
             if key not in loaded:
-                b.load(rc.profile.name, cfg.limit)
+                b.load(cfg.limit)
                 loaded.add(key)
 
 

@@ -18,7 +18,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"
+"""1.1: each eval's protocol, forced cross-protocol scoring, the sandbox's isolation mode, config's per-eval
+reasoning and samples."""
 """Bump the minor for an added field, the major for a change an older reader would misread."""
 
 SCHEMA_MAJOR = int(SCHEMA_VERSION.split(".")[0])
@@ -104,6 +106,26 @@ class Metric(_Open):
     unit: str = "items"
 
 
+class EvalProtocolRecord(_Open):
+    """What protocol an eval ran (or was regraded) under: the profile, the eval's source, the sha256 of every protocol
+    string it used, the reasoning rule, samples, repeats, subset rule, grader, HTTP-400 rule, byte verification."""
+
+    name: str
+    reference: str | None = None
+    source: str | None = None
+    strings_sha256: dict[str, str] = Field(default_factory=dict)
+    reasoning: str | None = None
+    reasoning_rule: str | None = None
+    samples: int | None = None
+    repeats: int | None = None
+    subset: str | None = None
+    grader: str | None = None
+    http_400_text: str | None = None
+    byte_verified: bool | None = None
+    regrade: dict[str, Any] | None = None
+    """A cross-protocol regrade's plan: which samples were regradable, which differ and in which fields."""
+
+
 class EvalResult(_Open):
     """One eval's aggregate. ``score`` is the headline; ``correct``/``n`` is its count where the headline is a
     proportion (None where it is not, e.g. IFEval's mean of four: each of the four is under ``metrics``)."""
@@ -120,6 +142,11 @@ class EvalResult(_Open):
     judge_failed_items: list[str] | None = None
     grader_agreement: dict[str, Any] | None = None
     summary_rows: list[list[Any]] | None = None
+    protocol: EvalProtocolRecord | None = None
+    scoring_forced: bool | None = None
+    """``regrade --protocol P --force-scoring``: samples whose requests differ under P were graded anyway."""
+    isolation_mode: str | None = None
+    """HumanEval: the sandbox mode its programs ran in (``rootns``, ``userns``; ``setuid``/``none`` only opted in)."""
 
 
 class Tokens(_Open):
@@ -175,6 +202,8 @@ class Sample(Record):
     error: str | None = None
     grades: dict[str, Any] | None = None
     flags: dict[str, bool] = Field(default_factory=dict)
+    forced_fields: list[str] | None = None
+    """``regrade --force-scoring``: the request fields in which this sample differs from the target protocol's."""
 
     def order_key(self) -> tuple[str, str, int]:
         return (self.eval, self.item_id, self.sample_index)
@@ -211,10 +240,14 @@ class RunConfigRecord(Record):
     protocol: str
     evals: list[str]
     system_prompt: SystemPrompt
-    reasoning: str = "none"
+    reasoning: str | None = None
+    """``--reasoning`` as given; None: each eval's protocol default (``reasoning_per_eval``)."""
+    reasoning_per_eval: dict[str, str] = Field(default_factory=dict)
     sampling: dict[str, Any] = Field(default_factory=dict)
     limit: int | None = None
-    samples: int = 1
+    samples: int | None = None
+    """``--epochs`` as given; None: each eval's protocol default (``samples_per_eval``)."""
+    samples_per_eval: dict[str, int] = Field(default_factory=dict)
     grading: dict[str, Any] | None = None
 
 
