@@ -167,7 +167,7 @@ def test_versions_and_corrupt_lines_are_one_line_errors(tmp_path):
     good = json.dumps({"schema_version": SCHEMA_VERSION, "eval": "mmlu", "item_id": "1", "status": "ok"})
     for lines, where in (([good, '{"eval": "mmlu", "item_id'], "line 2: not valid JSON"),
                          ([good, "", good], "line 2: empty line"),
-                         ([good, good, good.replace('"1.', '"3.')], "line 3: schema_version 3.0.0"),
+                         ([good, good, good.replace('"1.', '"3.')], "line 3: schema_version 3\\.\\d+\\.\\d+ is not readable"),
                          ([good, json.dumps({"schema_version": SCHEMA_VERSION, "eval": "mmlu"})], "line 2: not a valid"),
                          ([json.dumps({"eval": "mmlu", "item_id": "1", "status": "ok"})], "line 1: no schema_version")):  # fmt: skip
         s.write_text("\n".join(lines) + "\n")

@@ -83,7 +83,8 @@ class Described(_Open):
     """The configuration as results.json records it (config.json's content, or grade's short form)."""
 
     system_prompt: SystemPrompt
-    reasoning: str = "none"
+    reasoning: str | None = None
+    """``--reasoning`` as given; None: each eval's protocol default (``reasoning_per_eval``)."""
     sampling: dict[str, Any] = Field(default_factory=dict)
     limit: int | None = None
     evals: list[str] = Field(default_factory=list)
