@@ -39,6 +39,9 @@ class EndpointState:
     sent: int = 0
     throttled: int = 0
     """Answers that asked to slow down (429, 5xx): the concurrency limit backs off when it grows."""
+    down_until: float = 0.0
+    """Monotonic time before which this endpoint is passed over: it refused or dropped a connection (a dead
+    replica); requests go to the others meanwhile, and it is tried again after that."""
 
     def request_headers(self) -> dict[str, str]:
         h = {"Content-Type": "application/json", **self.headers}
@@ -64,6 +67,8 @@ class Outcome:
 
 
 RETRY_STATUSES = {408, 409, 425, 429} | set(range(500, 600))
+DOWN_FOR = 15.0
+"""Seconds an endpoint that refused or dropped a connection is passed over (when another one is up)."""
 
 
 class ChatClient:
@@ -103,11 +108,15 @@ class ChatClient:
         return sum(e.in_flight for e in self.endpoints)
 
     def pick(self) -> EndpointState:
-        """Least-loaded endpoint; ties go to the one that has been sent the least."""
-        return min(self.endpoints, key=lambda e: (e.in_flight, e.sent))
+        """Least-loaded endpoint that is not marked down; ties go to the one that has been sent the least."""
+        now = time.monotonic()
+        up = [e for e in self.endpoints if e.down_until <= now] or self.endpoints
+        return min(up, key=lambda e: (e.in_flight, e.sent))
 
-    async def _once(self, body: dict[str, Any], on_send: Any = None, endpoint: EndpointState | None = None) -> Outcome:
-        ep = endpoint or self.pick()
+    async def _once(self, body: dict[str, Any], on_send: Any = None,
+                    endpoint: EndpointState | None = None) -> Outcome:  # fmt: skip
+        # The scheduler's replica, unless it is down (then a live one takes the retry, as without a choice).
+        ep = endpoint if endpoint is not None and endpoint.down_until <= time.monotonic() else self.pick()
         ep.in_flight += 1
         ep.sent += 1
         t0 = time.monotonic()
@@ -148,7 +157,11 @@ class ChatClient:
                     response=text,
                     endpoint=ep.base_url,
                 )
-        except (TimeoutError, aiohttp.ClientError, ConnectionError) as e:
+        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, ConnectionError) as e:
+            if len(self.endpoints) > 1:  # a dead replica: the retry goes to another one
+                ep.down_until = time.monotonic() + DOWN_FOR
+            raise Transient(f"{e.__class__.__name__}: {e}"[:300]) from None
+        except (TimeoutError, aiohttp.ClientError) as e:
             raise Transient(f"{e.__class__.__name__}: {e}"[:300]) from None
         finally:
             ep.in_flight -= 1
