@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import pickle
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -55,7 +56,8 @@ INLINE_BELOW_S = 0.0005
 """A benchmark's in-process grade (``Benchmark.grade``) goes to the pool until its first :data:`MEASURE_N` grades
 are measured there; when they take under this much on average (answer patterns: MMLU, GPQA) the rest run in the
 grading thread (no round trip to a process), else they stay in the pool (IFEval's checkers, about 2 ms, and the
-70 MB langdetect and nltk need, which so stay out of the main process)."""
+70 MB langdetect and nltk need, which so stay out of the main process). A benchmark object that does not pickle
+(since protocols became objects, ``spec`` holds a mappingproxy) grades in the thread."""
 MEASURE_N = 20
 
 
@@ -89,7 +91,13 @@ class GradingPool:
 
     async def grade_measured(self, kind: str, fn: Callable[..., Graded], *args: Any) -> Graded:
         """An in-process grade of benchmark ``kind``: in the pool while measured or slow, else in the thread."""
-        cost = self._cost.setdefault(kind, [])
+        if kind not in self._cost:
+            try:  # a benchmark whose state does not pickle cannot go to a worker
+                pickle.dumps(fn)
+                self._cost[kind] = []
+            except (pickle.PicklingError, TypeError, AttributeError):
+                self._cost[kind] = [0.0] * MEASURE_N
+        cost = self._cost[kind]
         if len(cost) >= MEASURE_N and sum(cost) / len(cost) < INLINE_BELOW_S:
             return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
         got = await self.grade(_timed, fn, *args)
