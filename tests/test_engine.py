@@ -122,7 +122,7 @@ def test_latency_fit_tells_a_fixed_overhead_from_a_queue():
 
     def window(wait: float, in_flight: int) -> None:
         ep.in_flight = in_flight - 1
-        for i in range(max(24, lim.value // 4)):
+        for i in range(max(48, lim.value // 2)):
             tokens = 100 + 37 * (i % 20)
             lim.on_completion(0.8 + wait + tokens * 0.02, tokens, sent_at=lim.changed_at + 1)
 

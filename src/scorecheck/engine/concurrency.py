@@ -164,7 +164,7 @@ class Limit:
         if latency is None or not tokens or sent_at < self.changed_at:
             return
         self._samples.append((float(tokens), latency, self.ep.in_flight + 1))
-        if len(self._samples) < max(24, min(self.value // 4, 128)):
+        if len(self._samples) < max(48, min(self.value // 2, 128)):
             return
         fitted, service, in_flight = fit_wait(self._samples)
         if service <= 0:
