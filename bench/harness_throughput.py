@@ -208,12 +208,12 @@ def table(ms: list[Measurement], limit: int, samples: int, concurrency: int) -> 
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    section = f"{START}\n{text}\n{END}"
+def write_section(text: str, start: str = START, end: str = END) -> None:
+    section = f"{start}\n{text}\n{end}"
     old = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
-    if START in old and END in old:
-        head, rest = old.split(START, 1)
-        new = head + section + rest.split(END, 1)[1]
+    if start in old and end in old:
+        head, rest = old.split(start, 1)
+        new = head + section + rest.split(end, 1)[1]
     else:
         new = old.rstrip("\n") + "\n\n" + section + "\n"
     BENCHMARKS_MD.write_text(new)

@@ -68,8 +68,7 @@ async def grade_all(items: list[Item], answers: list[str], concurrency: int, eva
     try:
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     finally:
-        if runner._pool is not None:
-            runner._pool.shutdown()
+        runner.pool.shutdown()
     return results, time.perf_counter() - t0
 
 

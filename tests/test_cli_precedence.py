@@ -15,7 +15,7 @@ from conftest import run_cli
 # option: (flag, TOML line with {}, values for config / environment / flag, the default, where config.json has it)
 TABLE = {
     "out": ("--out", 'out = "{}"', ("c-out", "e-out", "f-out"), "runs/latest", lambda d: d["out"]),
-    "concurrency": ("--concurrency", "concurrency = {}", (3, 4, 5), 128, lambda d: d["concurrency"]),
+    "concurrency": ("--concurrency", "concurrency = {}", (3, 4, 5), None, lambda d: d["concurrency"]),
     "timeout": ("--timeout", "timeout = {}", (11.0, 12.0, 13.0), 600.0, lambda d: d["timeout"]),
     "max_tokens": ("--max-tokens", "max_tokens = {}", (11, 12, 13), 6000, lambda d: d["sampling"]["max_tokens"]),
     "temperature": ("--temperature", "temperature = {}", (0.1, 0.2, 0.3), 0.0, lambda d: d["sampling"]["temperature"]),

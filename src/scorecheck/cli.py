@@ -240,7 +240,14 @@ def run(
         ),
     ] = None,
     # the harness
-    concurrency: Annotated[int, typer.Option(metavar="N", help="Requests in flight.")] = run_default("concurrency"),
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            show_default="adaptive",
+            help="Requests in flight per replica (adaptive: found from the server's /metrics or latency).",
+        ),
+    ] = run_default("concurrency"),
     timeout: Annotated[float, typer.Option(metavar="SECONDS", help="Per-request timeout.")] = run_default("timeout"),
     max_retries: Annotated[int, typer.Option(metavar="N", help="Retries per request.")] = run_default("max_retries"),
     retry_wait: Annotated[

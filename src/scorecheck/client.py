@@ -37,6 +37,8 @@ class EndpointState:
     headers: dict[str, str] = field(default_factory=dict)
     in_flight: int = 0
     sent: int = 0
+    throttled: int = 0
+    """Answers that asked to slow down (429, 5xx): the concurrency limit backs off when it grows."""
     down_until: float = 0.0
     """Monotonic time before which this endpoint is passed over: it refused or dropped a connection (a dead
     replica); requests go to the others meanwhile, and it is tried again after that."""
@@ -70,7 +72,7 @@ DOWN_FOR = 15.0
 
 
 class ChatClient:
-    def __init__(self, endpoints: list[EndpointState], concurrency: int, timeout: float, max_retries: int,
+    def __init__(self, endpoints: list[EndpointState], concurrency: int | None, timeout: float, max_retries: int,
                  retry_wait: float) -> None:  # fmt: skip
         if not endpoints:
             raise ValueError("no endpoints")
@@ -82,7 +84,9 @@ class ChatClient:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> ChatClient:
-        conn = aiohttp.TCPConnector(limit=self._concurrency + 8, limit_per_host=0, ttl_dns_cache=300)
+        # The connection limit is the scheduler's (engine/concurrency.py): 0 here when it adapts (no cap).
+        conn = aiohttp.TCPConnector(limit=self._concurrency + 8 if self._concurrency else 0, limit_per_host=0,
+                                    ttl_dns_cache=300)  # fmt: skip
         self._session = aiohttp.ClientSession(
             connector=conn,
             timeout=aiohttp.ClientTimeout(total=self.timeout),
@@ -95,6 +99,11 @@ class ChatClient:
             await self._session.close()
 
     @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "use the client as an async context manager"
+        return self._session
+
+    @property
     def in_flight(self) -> int:
         return sum(e.in_flight for e in self.endpoints)
 
@@ -104,8 +113,10 @@ class ChatClient:
         up = [e for e in self.endpoints if e.down_until <= now] or self.endpoints
         return min(up, key=lambda e: (e.in_flight, e.sent))
 
-    async def _once(self, body: dict[str, Any], on_send: Any = None) -> Outcome:
-        ep = self.pick()
+    async def _once(self, body: dict[str, Any], on_send: Any = None,
+                    endpoint: EndpointState | None = None) -> Outcome:  # fmt: skip
+        # The scheduler's replica, unless it is down (then a live one takes the retry, as without a choice).
+        ep = endpoint if endpoint is not None and endpoint.down_until <= time.monotonic() else self.pick()
         ep.in_flight += 1
         ep.sent += 1
         t0 = time.monotonic()
@@ -122,6 +133,8 @@ class ChatClient:
                     return Outcome("http_400", error=f"HTTP 400: {text[:500]}", latency=latency,
                                    response=text[:20000], endpoint=ep.base_url)  # fmt: skip
                 if resp.status in RETRY_STATUSES:
+                    if resp.status == 429 or resp.status >= 500:
+                        ep.throttled += 1
                     raise Transient(f"HTTP {resp.status}: {text[:200]}")
                 if resp.status != 200:
                     raise Final(f"HTTP {resp.status}: {text[:300]}")
@@ -153,8 +166,10 @@ class ChatClient:
         finally:
             ep.in_flight -= 1
 
-    async def complete(self, body: dict[str, Any], on_send: Any = None) -> Outcome:
-        """Send one chat completion with retries; never raises for endpoint trouble.
+    async def complete(self, body: dict[str, Any], on_send: Any = None,
+                       endpoint: EndpointState | None = None) -> Outcome:  # fmt: skip
+        """Send one chat completion with retries; never raises for endpoint trouble. ``endpoint``: the replica the
+        scheduler chose (every attempt goes there), else the least loaded at each attempt.
 
         Transient failures are retried up to ``max_retries`` times after :meth:`backoff`. A plain loop: tenacity's
         per-call machinery (and the reference cycles it leaves to the garbage collector) took about a quarter of
@@ -163,7 +178,7 @@ class ChatClient:
         while True:
             attempt += 1
             try:
-                out = await self._once(body, on_send)
+                out = await self._once(body, on_send, endpoint)
             except Final as e:
                 return Outcome("failed", error=str(e), attempts=attempt)
             except Transient as e:

@@ -69,7 +69,8 @@ class RunConfig(BaseModel):
     top_p: float | None = None
     stop: list[str] | None = None
     extra_body: dict[str, Any] | None = None
-    concurrency: int = Field(default=128, ge=1)
+    concurrency: int | None = Field(default=None, ge=1)
+    """Requests in flight per replica; None: found from the server (engine/concurrency.py)."""
     timeout: float = Field(default=600.0, gt=0)
     max_retries: int = Field(default=6, ge=0)
     retry_wait: float = Field(default=1.0, ge=0)

@@ -1,28 +1,35 @@
-"""A run: data -> prompt -> request (async, stored, resumable) -> reasoning split -> extraction -> grading.
+"""A run: data -> prompt -> request (scheduled, stored, resumable) -> reasoning split -> extraction -> grading.
 
-All evals of a run go through one pool of workers, so the server never idles between evals. A request whose answer
-is already in the store is never sent again; a sample already graded under the same grade key is not graded again.
+The request side and the grading side run at once (``scorecheck.engine``): slot workers, as many per replica as its
+concurrency limit, send requests in length-aware order and store each answer; the answer goes onto the grading
+queue, graded by its own tasks and process pool, so grading never holds a request slot. All evals share the slots,
+so the server never idles between evals. The run ends when both sides are done. A request whose answer is already in
+the store is never sent again; a sample already graded under the same grade key is not graded again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
-import multiprocessing
+import json
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from scorecheck.benchmarks import Benchmark, Graded, Item
 from scorecheck.client import ChatClient, EndpointState, Outcome, find_model, model_identity
 from scorecheck.config import Resolved
+from scorecheck.engine.abort import EarlyAbort
+from scorecheck.engine.concurrency import Limit, watch_metrics
+from scorecheck.engine.eta import Eta
+from scorecheck.engine.grading import GradingPool, GradingQueue
+from scorecheck.engine.order import LengthModel, LengthOrder
 from scorecheck.errors import EndpointError, RunAborted
 from scorecheck.grading.judge import judge_messages, judge_says_yes
 from scorecheck.grading.plan import GradingPlan
@@ -32,12 +39,11 @@ GRADING_VERSION = "2"
 """Bump when extraction or grading code changes what a stored response scores. 2: the symbolic grader normalises the
 answer line before math-verify (grading/symbolic.py, issue #17)."""
 
-WORKER_GRADE_TIMEOUT_S = 120.0
-"""A worker-process grade that takes longer (math-verify's own signal.alarm timeouts did not fire, e.g. stuck in C
-code) scores 0 with the reason, and the worker pool is replaced."""
-
 JUDGE_EVAL = "judge"
 """The ``eval`` column of judge requests in the store (their item_id is ``<eval>/<item id>``)."""
+
+JUDGE_CONCURRENCY = 64
+"""Judge requests in flight when the run's concurrency adapts (``--concurrency N`` sets both)."""
 
 
 @dataclass
@@ -63,17 +69,32 @@ class EvalProgress:
 class RunState:
     started: float = field(default_factory=time.time)
     sent_outcomes: Counter[str] = field(default_factory=Counter)
-    first_outcomes: list[str] = field(default_factory=list)
     per_eval: dict[str, EvalProgress] = field(default_factory=dict)
     aborted: str | None = None
     judge_outcomes: Counter[str] = field(default_factory=Counter)
-    judge_first: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Live:
+    """What a run is doing right now (the progress display and results.json read it)."""
+
+    order: LengthOrder[Unit]
+    limits: list[Limit]
+    grading: GradingQueue
+    eta: Eta
+    requests_total: int
+    requests_done: int = 0
+    in_flight_expected: float = 0.0
+    """Expected completion tokens of the requests in flight."""
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Runner:
     def __init__(self, rc: Resolved, endpoints: list[EndpointState], model: str, store: Store,
-                 show_progress: bool = True) -> None:  # fmt: skip
+                 show_progress: bool = True, concurrency: int | None = None) -> None:  # fmt: skip
+        """``concurrency``: requests in flight per replica, fixed [the config's ``concurrency``; None: adaptive]."""
         self.rc = rc
+        self.concurrency = concurrency or rc.cfg.concurrency
         self.endpoints = endpoints
         self.model = model
         self.store = store
@@ -84,7 +105,12 @@ class Runner:
         self.models_answer: dict[str, Any] = {}
         self.data_sha256: dict[str, str] = {}
         self.items: dict[str, list[Item]] = {}
-        self._pool: ProcessPoolExecutor | None = None
+        self.pool = GradingPool()
+        self.live: Live | None = None
+        self.model_abort = EarlyAbort("answers", rc.cfg.abort_after, frozenset({"failed", "http_400"}),
+                                      self.state.sent_outcomes)  # fmt: skip
+        self.judge_abort = EarlyAbort("judge requests", rc.cfg.abort_after, frozenset({"failed"}),
+                                      self.state.judge_outcomes)  # fmt: skip
         self._inflight_keys: dict[str, asyncio.Future[Outcome]] = {}
         self.grading: GradingPlan = rc.grading()
         self.judge_endpoint: EndpointState | None = None
@@ -93,6 +119,10 @@ class Runner:
         self.judge_models_answer: dict[str, Any] = {}
         self._judge_client: ChatClient | None = None
         self._finished: dict[str, str] = {}
+
+    @property
+    def judge_concurrency(self) -> int:
+        return self.concurrency or JUDGE_CONCURRENCY
 
     @property
     def needs_judge(self) -> bool:
@@ -179,7 +209,7 @@ class Runner:
         if self.judge_endpoint is None:
             raise EndpointError("this run grades with the judge but no judge endpoint was set up")
         cfg = self.rc.cfg
-        async with ChatClient([self.judge_endpoint], cfg.concurrency, cfg.timeout, cfg.max_retries,
+        async with ChatClient([self.judge_endpoint], self.judge_concurrency, cfg.timeout, cfg.max_retries,
                               cfg.retry_wait) as jc:  # fmt: skip
             await self.preflight_judge(jc)
             self._judge_client = jc
@@ -192,46 +222,137 @@ class Runner:
     async def run(self) -> RunState:
         cfg = self.rc.cfg
         async with (
-            ChatClient(self.endpoints, cfg.concurrency, cfg.timeout, cfg.max_retries, cfg.retry_wait) as client,
+            ChatClient(self.endpoints, self.concurrency, cfg.timeout, cfg.max_retries, cfg.retry_wait) as client,
             self._judge_session(),
         ):
             await self.preflight(client)
-            units = self.units()
-            finished = self.store.finished_requests()
-            todo: deque[Unit] = deque()
-            for b in self.rc.benchmarks:
-                self.state.per_eval[b.name] = EvalProgress(total=len(self.items[b.name]) * self.rc.samples_for(b))
-            graded = {b.name: self.store.graded(b.name) for b in self.rc.benchmarks}
-            for u in units:
-                prev = graded[u.bench.name].get((u.item.id, u.sample_index))
-                if prev == u.grade_key and u.key in finished:
-                    ev = self.state.per_eval[u.bench.name]
-                    ev.done += 1
-                    ev.cached += 1
-                    continue
-                todo.append(u)
-            self._finished = finished
+            todo = self._pending()
+            # The data, units and libraries live for the whole run: out of the collector's sight, a full collection
+            # does not stop the event loop to walk them again (a stall of the request side on a loaded machine).
+            gc.freeze()
+            lengths = LengthModel(self.sampling.get("max_tokens") or self.rc.profile.max_tokens,
+                                  self.store.answer_lengths())  # fmt: skip
+            order = LengthOrder(((u.bench.name, _text(u.messages), u) for u in todo), lengths)
+            graders = self.pool.workers * 2 + (self.judge_concurrency if self.needs_judge else 0)
+            live = self.live = Live(order, [Limit(ep, fixed=self.concurrency) for ep in self.endpoints],
+                                    GradingQueue(self._grade_and_store, graders), Eta(len(todo)), len(todo))  # fmt: skip
+            for lim in live.limits:
+                lim.on_change = live.wake.set
             progress = self._progress()
             stop = asyncio.Event()
-            flusher = asyncio.create_task(self._flush_loop(stop, progress))
+            background = [
+                asyncio.create_task(self._flush_loop(stop, progress)),
+                *(asyncio.create_task(watch_metrics(client.session, lim, stop)) for lim in live.limits),
+            ]
+            closed = False
             try:
                 if progress is not None:
                     progress.start()
-                workers = [asyncio.create_task(self._worker(client, todo, progress))
-                           for _ in range(min(cfg.concurrency, max(1, len(todo))))]  # fmt: skip
-                await asyncio.gather(*workers)
+                await self._dispatch(client, live)
+                await live.grading.close()
+                closed = True
             finally:
+                if not closed:
+                    live.grading.cancel()
                 stop.set()
-                await flusher
+                await asyncio.gather(*background, return_exceptions=True)
                 self.store.flush()
                 if progress is not None:
                     self._refresh(progress)
                     progress.stop()
-                if self._pool is not None:
-                    self._pool.shutdown(cancel_futures=True)
+                self.pool.shutdown()
         if self.state.aborted:
             raise RunAborted(self.state.aborted)
         return self.state
+
+    def _pending(self) -> list[Unit]:
+        """The units still to answer or grade (counting the others as done)."""
+        finished = self.store.finished_requests()
+        todo = []
+        for b in self.rc.benchmarks:
+            self.state.per_eval[b.name] = EvalProgress(total=len(self.items[b.name]) * self.rc.samples_for(b))
+        graded = {b.name: self.store.graded(b.name) for b in self.rc.benchmarks}
+        for u in self.units():
+            prev = graded[u.bench.name].get((u.item.id, u.sample_index))
+            if prev == u.grade_key and u.key in finished:
+                ev = self.state.per_eval[u.bench.name]
+                ev.done += 1
+                ev.cached += 1
+                continue
+            todo.append(u)
+        self._finished = finished
+        return todo
+
+    async def _dispatch(self, client: ChatClient, live: Live) -> None:
+        """Start slot workers up to each replica's limit, again whenever a limit rises or a worker stops, until
+        every unit has been taken."""
+        workers: set[asyncio.Task[None]] = set()
+        while live.order and not self.state.aborted:
+            live.wake.clear()
+            for lim in live.limits:
+                while lim.assigned < lim.value and live.order:
+                    lim.assigned += 1
+                    t = asyncio.create_task(self._slot(client, live, lim))
+                    workers.add(t)
+                    t.add_done_callback(workers.discard)
+            if live.order:
+                await live.wake.wait()
+        await asyncio.gather(*workers)
+
+    async def _slot(self, client: ChatClient, live: Live, lim: Limit) -> None:
+        """One request slot on one replica: takes the next unit, obtains its answer, hands it to grading, and goes
+        on while the replica's limit still has room for it."""
+        try:
+            while live.order and not self.state.aborted and lim.assigned <= lim.value:
+                u, _eval, expected = live.order.pop()
+                live.in_flight_expected += expected
+                sent_at = time.monotonic()
+                try:
+                    out = await self._obtain(client, u, lim.ep)
+                finally:
+                    live.in_flight_expected -= expected
+                live.requests_done += 1
+                if out is None:
+                    continue
+                if out.attempts:
+                    lim.on_completion(out.latency, out.completion_tokens, sent_at)
+                    live.eta.completed(out.completion_tokens)
+                    if out.status == "ok":
+                        live.order.model.observe(u.bench.name, out.completion_tokens, out.finish_reason)
+                out.response = None  # stored; grading needs only the message (less held while grading catches up)
+                live.grading.put(u, out)
+        finally:
+            lim.assigned -= 1
+            live.wake.set()
+
+    async def _grade_and_store(self, u: Unit, out: Outcome) -> None:
+        rec = await self._grade(u, out)
+        # A sample whose judge request failed is stored under a grade key that never matches: a rerun grades it
+        # again (the judge request is retried, the model request is not).
+        gk = "judge-failed" if rec["flags"].get("judge_failed") else u.grade_key
+        self.store.put_sample(u.bench.name, u.item.id, u.sample_index, gk, u.key, rec["score"], rec)
+        if self.live is not None:
+            self.live.eta.graded.add()
+        ev = self.state.per_eval[u.bench.name]
+        ev.done += 1
+        if out.attempts:
+            ev.completion_tokens += out.completion_tokens or 0
+
+    def schedule_summary(self) -> dict[str, Any] | None:
+        """How this session scheduled its requests, for results.json: each replica's concurrency (how it was found,
+        where it settled, its highest), the grading pool, and the ETA's predictions against the actual time."""
+        live = self.live
+        if live is None:
+            return None
+        return {
+            "order": "longest expected answer first (engine/order.py)",
+            "concurrency": [{"endpoint": lim.ep.base_url, "mode": lim.mode, "final": lim.value,
+                             "max": max(v for _, v in lim.history), "changes": len(lim.history) - 1}
+                            for lim in live.limits],
+            "grading_workers": self.pool.workers,
+            "requests": live.requests_total,
+            "eta": live.eta.summary(),
+        }  # fmt: skip
 
     async def regrade(
         self, selection: dict[str, dict[tuple[str, int], Item]] | None = None
@@ -276,14 +397,13 @@ class Runner:
         flusher = asyncio.create_task(self._flush_loop(stop, None))
         try:
             async with self._judge_session():
-                n = min(self.rc.cfg.concurrency, max(1, len(todo)))
+                n = min(self.judge_concurrency, max(1, len(todo)))
                 await asyncio.gather(*(worker() for _ in range(n)))
         finally:
             stop.set()
             await flusher
             self.store.flush()
-            if self._pool is not None:
-                self._pool.shutdown(cancel_futures=True)
+            self.pool.shutdown()
         if self.state.aborted:
             raise RunAborted(self.state.aborted)
         return slots
@@ -295,37 +415,29 @@ class Runner:
             except TimeoutError:
                 pass
             self.store.flush()
+            self._predict()
             if progress is not None:
                 self._refresh(progress)
 
-    async def _worker(self, client: ChatClient, todo: deque[Unit], progress: Progress | None) -> None:
-        while todo and not self.state.aborted:
-            u = todo.popleft()
-            out = await self._obtain(client, u)
-            if out is None:
-                continue
-            rec = await self._grade(u, out)
-            # A sample whose judge request failed is stored under a grade key that never matches: a rerun grades it
-            # again (the judge request is retried, the model request is not).
-            gk = "judge-failed" if rec["flags"].get("judge_failed") else u.grade_key
-            self.store.put_sample(u.bench.name, u.item.id, u.sample_index, gk, u.key, rec["score"], rec)
-            ev = self.state.per_eval[u.bench.name]
-            ev.done += 1
-            if out.attempts:
-                ev.completion_tokens += out.completion_tokens or 0
-            if progress is not None:
-                progress.advance(ev.task_id)
+    def _predict(self) -> None:
+        """Update the ETA of the whole run (requests and grading)."""
+        live = self.live
+        if live is None:
+            return
+        live.eta.update(live.order.expected_tokens() + live.in_flight_expected / 2, live.grading.waiting)
 
-    async def _obtain(self, client: ChatClient, u: Unit) -> Outcome | None:
-        """The stored answer, the answer of an identical request in flight, or a new one."""
+    async def _obtain(self, client: ChatClient, u: Unit, endpoint: EndpointState | None = None) -> Outcome | None:
+        """The stored answer, the answer of an identical request in flight, or a new one (sent to ``endpoint``)."""
         stored = self._stored(u.key)  # answered earlier, or this session (then maybe still in the write buffer)
         if stored is not None:
             return stored
         body = {"model": self.model, "messages": u.messages, **self.sampling}
-        return await self._send(client, u.key, body, u.bench.name, u.item.id, u.sample_index, self._watch)
+        return await self._send(client, u.key, body, u.bench.name, u.item.id, u.sample_index, self._watch,
+                                endpoint)  # fmt: skip
 
     async def _send(self, client: ChatClient, key: str, body: dict[str, Any], eval_name: str, item_id: str,
-                    sample_index: int, watch: Callable[[Outcome], None]) -> Outcome:  # fmt: skip
+                    sample_index: int, watch: Callable[[Outcome], None],
+                    endpoint: EndpointState | None = None) -> Outcome:  # fmt: skip
         """Send one request (or wait for the identical one in flight), store its outcome and ``watch`` it."""
         shared = self._inflight_keys.get(key)
         if shared is not None:
@@ -333,7 +445,7 @@ class Runner:
         fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._inflight_keys[key] = fut
         try:
-            out = await client.complete(body, on_send=lambda: self.store.put_send(key, "sent"))
+            out = await client.complete(body, on_send=lambda: self.store.put_send(key, "sent"), endpoint=endpoint)
         except BaseException as e:
             fut.cancel()
             self._inflight_keys.pop(key, None)
@@ -366,35 +478,11 @@ class Runner:
             return _outcome_from_row(row)
         return None
 
-    def _watch_judge(self, out: Outcome) -> None:
-        """Stop early when most of the first judge answers of this session failed (a wrong key, a dead endpoint)."""
-        st = self.state
-        st.judge_outcomes[out.status] += 1
-        n = self.rc.cfg.abort_after
-        if len(st.judge_first) < n:
-            st.judge_first.append(out.status)
-            if len(st.judge_first) == n and sum(1 for s in st.judge_first if s == "failed") * 2 > n:
-                st.aborted = (
-                    f"stopped early: most of the first {n} judge requests failed (last error: {out.error}); "
-                    "everything finished is kept, rerun the same command to continue"
-                )
-
     def _watch(self, out: Outcome) -> None:
-        """Stop early when errors or HTTP 400s dominate the first answers of this session."""
-        st = self.state
-        st.sent_outcomes[out.status] += 1
-        n = self.rc.cfg.abort_after
-        if len(st.first_outcomes) < n:
-            st.first_outcomes.append(out.status)
-            if len(st.first_outcomes) == n:
-                bad = sum(1 for s in st.first_outcomes if s != "ok")
-                if bad * 2 > n:
-                    c = Counter(st.first_outcomes)
-                    st.aborted = (
-                        f"stopped early: {bad} of the first {n} answers were errors "
-                        f"({c.get('failed', 0)} failed, {c.get('http_400', 0)} HTTP 400; last error: {out.error}); "
-                        "everything finished is kept, rerun the same command to continue"
-                    )
+        self.state.aborted = self.state.aborted or self.model_abort.observe(out.status, out.error)
+
+    def _watch_judge(self, out: Outcome) -> None:
+        self.state.aborted = self.state.aborted or self.judge_abort.observe(out.status, out.error)
 
     async def _grade(self, u: Unit, out: Outcome) -> dict[str, Any]:
         rec: dict[str, Any] = {
@@ -426,22 +514,10 @@ class Runner:
         return rec
 
     async def _grade_plain(self, bench: Benchmark, item: Item, extracted: str | None) -> Graded:
-        """The benchmark's own grading: ``worker_grader`` in a worker process for parsed answers, else ``grade``."""
+        """The benchmark's own grading: ``worker_grader`` in the grading pool for parsed answers, else ``grade``."""
         if extracted is None or bench.worker_grader is None:
-            return bench.grade(item, extracted)
-        for attempt in (1, 2):
-            pool = self._worker_pool()
-            fut = asyncio.get_running_loop().run_in_executor(pool, bench.worker_grader, item, extracted)
-            try:
-                return await asyncio.wait_for(fut, WORKER_GRADE_TIMEOUT_S)
-            except TimeoutError:
-                self._replace_pool(pool)
-                return Graded(0.0, "worker-timeout", f"grading took over {WORKER_GRADE_TIMEOUT_S:.0f} s")
-            except BrokenProcessPool:
-                self._replace_pool(pool)
-                if attempt == 2:
-                    return Graded(0.0, "worker-crash", "the grading worker process died twice")
-        raise AssertionError("unreachable")
+            return await self.pool.grade_measured(bench.name, bench.grade, item, extracted)
+        return await self.pool.grade(bench.worker_grader, item, extracted)
 
     async def _grade_with_judge(self, u: Unit, extracted: str | None) -> tuple[Graded, dict[str, Any]]:
         """``--grader judge|both`` on a judge-capable benchmark: the grades of each grader, and the scoring one."""
@@ -487,20 +563,6 @@ class Runner:
         return {"score": 1.0 if judge_says_yes(reply) else 0.0, "grader": name, "detail": detail,
                 "reply": (reply or "")[:500], "request_key": key}  # fmt: skip
 
-    def _worker_pool(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"))
-        return self._pool
-
-    def _replace_pool(self, pool: ProcessPoolExecutor) -> None:
-        """Kill a pool whose worker hangs or died; the next grade starts a fresh one."""
-        if self._pool is pool:
-            self._pool = None
-        for p in list(getattr(pool, "_processes", {}).values()):
-            with contextlib.suppress(Exception):
-                p.kill()
-        pool.shutdown(wait=False)
-
     # -- progress --------------------------------------------------------------------------------------------
     def _progress(self) -> Progress | None:
         if not self.show_progress:
@@ -509,26 +571,45 @@ class Runner:
             TextColumn("[bold]{task.description:<12}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("in flight {task.fields[in_flight]:>4}"),
-            TextColumn("{task.fields[tps]:>7} tok/s"),
-            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
             refresh_per_second=4,
         )
+        live = self.live
+        if live is not None:
+            self._run_tasks = (p.add_task("requests", total=live.requests_total, info=""),
+                               p.add_task("grading", total=live.requests_total, info=""))  # fmt: skip
         for name, ev in self.state.per_eval.items():
-            ev.task_id = p.add_task(name, total=ev.total, completed=ev.done, in_flight=0, tps="-")
+            ev.task_id = p.add_task(name, total=ev.total, completed=ev.done, info="")
         return p
 
     def _refresh(self, progress: Progress) -> None:
         elapsed = max(time.time() - self.state.started, 1e-6)
-        in_flight = sum(e.in_flight for e in self.endpoints)
         for ev in self.state.per_eval.values():
-            progress.update(ev.task_id, in_flight=in_flight if ev.done < ev.total else 0,
-                            tps=f"{ev.completion_tokens / elapsed:.0f}")  # fmt: skip
+            progress.update(ev.task_id, completed=ev.done, info=f"{ev.completion_tokens / elapsed:.0f} tok/s")
+        live = self.live
+        if live is None:
+            return
+        in_flight = sum(e.in_flight for e in self.endpoints)
+        limits = ", ".join(f"{lim.value} ({lim.mode})" for lim in live.limits)
+        g = live.grading
+        eta = live.eta.last
+        eta_text = f"ETA {_clock(eta[0])}, ~{max(eta[1], 0):,.0f} tokens left" if eta else "ETA after the first answers"
+        req_task, grade_task = self._run_tasks
+        progress.update(req_task, completed=live.requests_done,
+                        info=f"in flight {in_flight} (limit {limits}) · {eta_text}")  # fmt: skip
+        progress.update(grade_task, completed=g.graded, info=f"queue {g.waiting} · {self.pool.workers} workers")
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def _text(messages: list[dict[str, str]]) -> str:
+    return "\n".join(str(m.get("content") or "") for m in messages)
 
 
 def _outcome_from_row(row: dict[str, Any]) -> Outcome:
-    import json
-
     message = None
     if row.get("response"):
         try:

@@ -60,7 +60,9 @@ def execute(cfg: RunConfig, api_key: str | None = None, show_progress: bool = Tr
             endpoints = []  # the embedded model starts once the data is loaded: missing data fails in seconds
             runner_model = cfg.model or emb.MODEL_ALIAS
         assert runner_model is not None
-        runner = Runner(rc, endpoints, runner_model, store, show_progress=show_progress)
+        # The embedded llama.cpp server has a fixed number of slots: fill exactly those unless told otherwise.
+        concurrency = cfg.concurrency or (None if cfg.endpoints else cfg.embedded_parallel)
+        runner = Runner(rc, endpoints, runner_model, store, show_progress=show_progress, concurrency=concurrency)
         if runner.needs_judge and runner.grading.judge_url == "embedded" and cfg.endpoints:
             raise UsageError("--judge-url embedded needs the embedded model (a run without --base-url)")
         setup_judge(rc, runner)
@@ -275,7 +277,7 @@ def run_results(rc: Resolved, runner: Runner, store: Store, started: float,
         prompt_sha256={"system": desc["system_prompt"]["sha256"],
                        **{b.name: sha256_text(b.prompt_template) for b in rc.benchmarks}},
         data_sha256=runner.data_sha256, tokens=tokens, requests_this_session=dict(runner.state.sent_outcomes),
-        judge=judge_summary(runner, store),
+        schedule=runner.schedule_summary(), judge=judge_summary(runner, store),
     )  # fmt: skip
 
 

@@ -151,6 +151,14 @@ class Store:
         cur = self.db.execute("SELECT key, status FROM requests WHERE status IN ('ok', 'http_400')")
         return dict(cur.fetchall())
 
+    def answer_lengths(self) -> dict[str, tuple[int, float, int]]:
+        """eval -> (answers, their completion tokens, answers cut at max_tokens), over the stored ok answers."""
+        cur = self.db.execute(
+            "SELECT eval, COUNT(*), SUM(completion_tokens), SUM(finish_reason = 'length') FROM requests "
+            "WHERE status = 'ok' AND completion_tokens IS NOT NULL GROUP BY eval"
+        )
+        return {e: (n, float(t or 0), int(r or 0)) for e, n, t, r in cur}
+
     def graded(self, eval_name: str) -> dict[tuple[str, int], str]:
         """(item_id, sample_index) -> the grade key each stored sample was graded under, for one eval."""
         cur = self.db.execute("SELECT item_id, sample_index, grade_key FROM samples WHERE eval = ?", (eval_name,))

@@ -172,6 +172,9 @@ class Results(Record):
     wall_s: float | None = None
     tokens: Tokens | None = None
     requests_this_session: dict[str, int] = Field(default_factory=dict)
+    schedule: dict[str, Any] | None = None
+    """``scorecheck run``: how the session scheduled its requests (engine/): each replica's concurrency (mode,
+    final, max, changes), the grading workers, and the ETA's predictions against the actual time."""
     judge: dict[str, Any] | None = None
     source: dict[str, Any] | None = None
     """``scorecheck grade``: where the graded responses came from."""
