@@ -122,6 +122,10 @@ def run(
     out_dir: Annotated[Optional[str], typer.Option("--out", help="Run directory [runs/latest].")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file; flags override it.")] = None,
     no_preflight: Annotated[bool, typer.Option("--no-preflight", help="Skip the test request before the run.")] = False,
+    new_run: Annotated[
+        bool,
+        typer.Option("--new-run", help="--out holds a run of another configuration: move it aside, start over there."),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     grader: Annotated[Optional[str], typer.Option(help=GRADER_HELP)] = None,
     score_by: Annotated[Optional[str], typer.Option(help=SCORE_BY_HELP)] = None,
@@ -152,7 +156,7 @@ def run(
         cfg = cfgmod.build(file_values, overrides, origin=str(config) if config else "options")
         from scorecheck.session import execute
 
-        code = execute(cfg, api_key=api_key, show_progress=not quiet, console=out, err=err)
+        code = execute(cfg, api_key=api_key, show_progress=not quiet, console=out, err=err, new_run=new_run)
     except ScorecheckError as e:
         _fail(e)
     raise typer.Exit(code)

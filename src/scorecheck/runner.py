@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import multiprocessing
+import os
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from scorecheck.config import Resolved
 from scorecheck.errors import EndpointError, RunAborted
 from scorecheck.grading.judge import judge_messages, judge_says_yes
 from scorecheck.grading.plan import GradingPlan
+from scorecheck.procs import pool_worker_init, stop_pool
 from scorecheck.store import Store, canonical, request_key
 
 GRADING_VERSION = "1"
@@ -227,7 +229,7 @@ class Runner:
                     self._refresh(progress)
                     progress.stop()
                 if self._pool is not None:
-                    self._pool.shutdown(cancel_futures=True)
+                    stop_pool(self._pool)
         if self.state.aborted:
             raise RunAborted(self.state.aborted)
         return self.state
@@ -270,7 +272,7 @@ class Runner:
             await flusher
             self.store.flush()
             if self._pool is not None:
-                self._pool.shutdown(cancel_futures=True)
+                stop_pool(self._pool)
         if self.state.aborted:
             raise RunAborted(self.state.aborted)
         return slots
@@ -321,21 +323,22 @@ class Runner:
         self._inflight_keys[key] = fut
         try:
             out = await client.complete(body, on_send=lambda: self.store.put_send(key, "sent"))
+            self.store.put_request(
+                {
+                    "key": key, "eval": eval_name, "item_id": item_id, "sample_index": sample_index,
+                    "status": out.status, "request": canonical(body), "response": out.response,
+                    "content": out.content, "reasoning": out.reasoning, "finish_reason": out.finish_reason,
+                    "prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens,
+                    "latency": out.latency, "attempts": out.attempts, "error": out.error, "endpoint": out.endpoint,
+                }
+            )  # fmt: skip
+            await self.store.commit()  # durable before it counts as finished: a kill re-sends only what was in flight
         except BaseException as e:
             fut.cancel()
             self._inflight_keys.pop(key, None)
             raise e
         fut.set_result(out)
         self._inflight_keys.pop(key, None)
-        self.store.put_request(
-            {
-                "key": key, "eval": eval_name, "item_id": item_id, "sample_index": sample_index,
-                "status": out.status, "request": canonical(body), "response": out.response, "content": out.content,
-                "reasoning": out.reasoning, "finish_reason": out.finish_reason, "prompt_tokens": out.prompt_tokens,
-                "completion_tokens": out.completion_tokens, "latency": out.latency, "attempts": out.attempts,
-                "error": out.error, "endpoint": out.endpoint,
-            }
-        )  # fmt: skip
         if out.status in ("ok", "http_400"):
             self._finished[key] = out.status
         watch(out)
@@ -476,7 +479,8 @@ class Runner:
 
     def _worker_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=pool_worker_init, initargs=(os.getpid(),))  # fmt: skip
         return self._pool
 
     def _replace_pool(self, pool: ProcessPoolExecutor) -> None:
