@@ -22,7 +22,7 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from scorecheck.benchmarks import Benchmark, Graded, Item
-from scorecheck.client import ChatClient, EndpointState, Outcome, find_model, model_identity
+from scorecheck.client import ChatClient, EndpointState, Outcome, decode_replaced, find_model, model_identity
 from scorecheck.config import Resolved
 from scorecheck.errors import EndpointError, RunAborted
 from scorecheck.grading.judge import judge_messages, judge_says_yes
@@ -393,7 +393,8 @@ class Runner:
             "finish_reason": out.finish_reason, "completion_tokens": out.completion_tokens, "latency": out.latency,
         }  # fmt: skip
         flags = {"failed": out.status == "failed", "http_400": out.status == "http_400",
-                 "truncated": out.finish_reason == "length", "missing_tag": False, "unparsed": False}  # fmt: skip
+                 "truncated": out.finish_reason == "length", "missing_tag": False, "unparsed": False,
+                 "decode_replaced": decode_replaced(out)}  # fmt: skip
         if out.status == "failed":
             rec.update(response=None, answer_text=None, reasoning=None, extracted=None, score=None, grader=None,
                        error=out.error, flags=flags)  # fmt: skip

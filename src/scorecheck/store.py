@@ -274,10 +274,11 @@ def _describe(run_dir: Path, what: str, e: BaseException) -> str:
         reason += f" ({e.filename})"
     hint = ""
     low = reason.lower()
+    existing = next((p for p in (run_dir, *run_dir.parents) if p.exists()), run_dir)
     if "full" in low or "no space" in low:
         hint = "; free some space and run the same command again (everything committed before is kept)"
-    elif "read-only" in low or "readonly" in low or "permission" in low:
-        hint = "; give --out a directory scorecheck can write"
+    elif "read-only" in low or "readonly" in low or "permission" in low or not os.access(existing, os.W_OK):
+        hint = f"; {existing} is read-only: use a run directory scorecheck can write"
     return f"cannot {what} the run directory {run_dir}: {reason}{hint}"
 
 

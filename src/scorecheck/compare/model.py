@@ -73,6 +73,11 @@ def load_run(path: Path, label: str | None = None) -> Run:
         results = json.loads(res_path.read_text())
     except ValueError as e:
         raise UsageError(f"{res_path}: not valid JSON ({e})") from None
+    except OSError as e:
+        raise UsageError(f"{res_path}: cannot be read ({e.strerror or e})") from None
+    evals = results.get("evals") if isinstance(results, dict) else None
+    if not isinstance(evals, dict) or not all(isinstance(v, dict) for v in evals.values()):
+        raise UsageError(f"{res_path}: not a scorecheck results file (no table of evals under 'evals')")
     samples: list[dict[str, Any]] = []
     sp = path / "samples.jsonl"
     if sp.is_file():
