@@ -174,7 +174,7 @@ class ChatClient:
 
     async def list_models(self, ep: EndpointState) -> dict[str, Any]:
         """``GET /models``, retried like any request (429/5xx, resets, timeouts, cut or non-JSON bodies); a wrong
-        key (401/403) or another 4xx fails at once. Errors are one line."""
+        key (401/403), another 4xx or a refused connection fails at once. Errors are one line."""
         attempt = 0
         while True:
             attempt += 1
@@ -205,8 +205,10 @@ class ChatClient:
                 if not isinstance(models, dict):
                     raise Transient(f"not a model list: {summarize_body(text)!r}")
                 return models
+        except aiohttp.ClientConnectorError as e:  # nothing listens there (a wrong URL, a server not up): at once
+            raise EndpointError(f"endpoint {ep.base_url} unreachable ({e.__class__.__name__}: {e})"[:300]) from None
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
-            raise Transient(f"unreachable ({e.__class__.__name__}: {e})"[:300]) from None
+            raise Transient(f"{e.__class__.__name__}: {e}"[:300]) from None
 
 
 # -- decoding and error summaries ------------------------------------------------------------------------------------
