@@ -27,9 +27,15 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+# Two parts: the whole pipeline on the embedded model (scores near zero: a 135M model), then a real finding: Google's
+# published GPT-4 IFEval responses graded by both checkers against the glaive fork's input file (from the data dir,
+# the cache, or downloaded), and the difference the fork's checker makes.
 demo: install
-	@echo "demo: the embedded SmolLM2-135M on CPU, 5 items per eval, max_tokens capped at 256 (the tiny model rambles)"
+	@echo "demo 1/2: the embedded SmolLM2-135M on CPU, 5 items per eval, max_tokens capped at 256 (the tiny model rambles)"
 	$(BIN)/scorecheck run --evals mmlu,gpqa,humaneval,math,gsm8k,ifeval --limit 5 --max-tokens 256 --out $(DEMO_OUT)
+	@echo
+	@echo "demo 2/2: Google's published GPT-4 IFEval responses (541 prompts), graded by Google's checker and the glaive fork's"
+	$(BIN)/scorecheck grade --evals ifeval --responses ifeval_gpt4_responses --input-data ifeval_glaive --out $(DEMO_OUT)-gpt4-ifeval
 
 system-deps:
 	bash scripts/system-deps.sh

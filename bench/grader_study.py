@@ -7,6 +7,9 @@
   with ``is_correct`` from OpenAI's GSM8K scripts. Gold = test.jsonl's answer after ``####`` (stripped, ``%``
   removed, as scorecheck's GSM8K eval does); answer = the text after the last ``A:`` (``%`` removed); a solution
   without one is unparsed and scores 0, as in a run.
+- forms: ``tests/data/answer_forms.jsonl``, answer lines in the forms models write (markdown, trailing periods,
+  ``\\$18``, ``14{,}000``, ``eighteen``, ...) and near misses in the same forms, each labelled by hand; graded by the
+  MATH or GSM8K eval's grader as the line says.
 
 Grades go through the same function the runner's worker pool calls (a 2-process spawn pool). Agreement is counted
 against the label; a false positive is "symbolic says correct, label says wrong", a false negative the reverse.
@@ -37,6 +40,7 @@ from scorecheck.benchmarks.gsm8k import grade_symbolic  # noqa: E402
 from scorecheck.benchmarks.math_eval import grade_symbolic_math  # noqa: E402
 
 GSM_ANSWER = re.compile(r"A:\s*([^\n]+)")
+FORMS = ROOT / "tests" / "data" / "answer_forms.jsonl"
 
 
 def _data_path(rel: str) -> Path:
@@ -72,6 +76,12 @@ def gsm8k_cases() -> list[dict]:
             cases.append({"id": f"{i}/{model}", "gold": golds[i], "answer": m[-1].replace("%", "") if m else None,
                           "label": bool(sol["is_correct"])})  # fmt: skip
     return cases
+
+
+def forms_cases(eval_name: str) -> list[dict]:
+    rows = [json.loads(x) for x in FORMS.read_text().splitlines() if x.strip()]
+    return [{"id": f"{eval_name}/{i}", "gold": r["gold"], "answer": r["answer"], "label": r["correct"]}
+            for i, r in enumerate(rows) if r["eval"] == eval_name]  # fmt: skip
 
 
 def grade(cases: list[dict], fn) -> float:  # noqa: ANN001
@@ -121,8 +131,13 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     out = {}
-    for name, cases, fn in (("math", math_cases(), grade_symbolic_math), ("gsm8k", gsm8k_cases(), grade_symbolic)):
-        secs = grade(cases, fn)
+    for name, cases, fn in (("math", math_cases(), grade_symbolic_math), ("gsm8k", gsm8k_cases(), grade_symbolic),
+                            ("forms", forms_cases("math") + forms_cases("gsm8k"), None)):  # fmt: skip
+        if fn is None:  # the forms set: each line graded by its own eval's grader
+            secs = sum(grade([c for c in cases if c["id"].startswith(e)], f)
+                       for e, f in (("math/", grade_symbolic_math), ("gsm8k/", grade_symbolic)))  # fmt: skip
+        else:
+            secs = grade(cases, fn)
         s = summarise(cases)
         s["seconds"] = round(secs, 1)
         if name == "math":

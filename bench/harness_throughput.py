@@ -4,7 +4,7 @@ Starts ``tests/stub_server.py`` (answers "Answer: A" at once, loopback only) as 
 CLI against it as a child process::
 
     python -m scorecheck run --base-url http://127.0.0.1:PORT/v1 --model stub-model --evals mmlu \
-        --limit 10000 --samples 2 --concurrency 256 --out TMPDIR -q
+        --limit 10000 --epochs 2 --concurrency 256 --out TMPDIR -q
 
 (20,000 samples, each its own request), and then the same command again on the same directory (the resume path:
 nothing is re-sent). Measured:
@@ -132,7 +132,7 @@ def measure(port: int, limit: int, samples: int, concurrency: int, timeout: floa
     out = Path(tempfile.mkdtemp(prefix="scorecheck-bench-"))
     try:
         args = ["run", "--base-url", f"http://127.0.0.1:{port}/v1", "--model", "stub-model", "--evals", "mmlu",
-                "--limit", str(limit), "--samples", str(samples), "--concurrency", str(concurrency),
+                "--limit", str(limit), "--epochs", str(samples), "--concurrency", str(concurrency),
                 "--out", str(out), "-q"]  # fmt: skip
         first = run_cli(args, timeout)
         if first.code != 0:
@@ -196,7 +196,7 @@ def table(ms: list[Measurement], limit: int, samples: int, concurrency: int) -> 
         ("peak RSS, resumed run", f"{max(m.resume.peak_rss_mb for m in ms):,.0f} MB", "", ""),
     ]  # fmt: skip
     lines = [
-        f"{ms[0].samples:,} samples (mmlu --limit {limit} --samples {samples}; {ms[0].requests:,} distinct requests), "
+        f"{ms[0].samples:,} samples (mmlu --limit {limit} --epochs {samples}; {ms[0].requests:,} distinct requests), "
         f"--concurrency {concurrency}; "
         f"{len(ms)} run(s), median (peak RSS: max)" + (f"; requests/s per run: {', '.join(f'{r:,.0f}' for r in rps)}"
                                                          if len(ms) > 1 else ""),

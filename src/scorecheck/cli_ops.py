@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from scorecheck.errors import ScorecheckError, UsageError
 
@@ -22,7 +23,7 @@ out = Console()
 
 
 def _fail(e: ScorecheckError) -> None:
-    err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
     raise typer.Exit(e.exit_code)
 
 
@@ -30,7 +31,10 @@ def _note(msg: str) -> None:
     err.print(msg, highlight=False, soft_wrap=True)
 
 
-serve_app = typer.Typer(help="Serve a model behind an OpenAI-compatible API until Ctrl-C: vLLM or the embedded model.")
+serve_app = typer.Typer(
+    rich_markup_mode=None,
+    help="Serve a model behind an OpenAI-compatible API until Ctrl-C: vLLM or the embedded model.",
+)
 
 
 def _raise_interrupt(*_: object) -> None:
@@ -60,6 +64,14 @@ def _serve_until_stopped(spec, out_dir: Path) -> None:  # type: ignore[no-untype
         group.stop()
 
 
+def _refuse_api_key_arg(args: list[str], command: str) -> None:
+    """vLLM's own --api-key would put the key on command lines (ssh's, vLLM's) where ps shows it."""
+    if any(a == "--api-key" or a.startswith("--api-key=") for a in args):
+        fix = " and give `remote --env VLLM_API_KEY`" if command.startswith("remote") else ""
+        raise UsageError(f"{command}: vLLM's --api-key would be visible in ps: export VLLM_API_KEY instead{fix} (vLLM "
+                         "reads it; scorecheck passes it in the server's environment)")  # fmt: skip
+
+
 @serve_app.callback(invoke_without_command=True)
 def serve_main(
     ctx: typer.Context,
@@ -69,7 +81,9 @@ def serve_main(
     port: Annotated[int, typer.Option(help="Port to listen on (with --embedded).")] = 8080,
     host: Annotated[str, typer.Option(help="Address to bind (with --embedded).")] = "127.0.0.1",
     parallel: Annotated[int, typer.Option(help="Parallel slots (with --embedded).")] = 4,
-    ctx_tokens: Annotated[int, typer.Option("--ctx", help="Context tokens per slot (with --embedded).")] = 4096,
+    ctx_tokens: Annotated[
+        int, typer.Option("--ctx", envvar="SCORECHECK_SERVE_CTX", help="Context tokens per slot (with --embedded).")
+    ] = 4096,
 ) -> None:
     """Serve a model behind an OpenAI-compatible API until Ctrl-C."""
     if ctx.invoked_subcommand is not None:
@@ -87,11 +101,17 @@ def serve_embedded(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     parallel: Annotated[int, typer.Option(help="Parallel slots.")] = 4,
-    ctx_tokens: Annotated[int, typer.Option("--ctx", help="Context tokens per slot.")] = 4096,
-    model_path: Annotated[Optional[str], typer.Option(help="A GGUF file instead of the embedded SmolLM2.")] = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="Serve directory: the log and server.json.")] = Path(
-        "runs/serve"
-    ),
+    ctx_tokens: Annotated[
+        int, typer.Option("--ctx", envvar="SCORECHECK_SERVE_EMBEDDED_CTX", help="Context tokens per slot.")
+    ] = 4096,
+    model_path: Annotated[
+        Optional[str],
+        typer.Option(metavar="FILE", show_default="the embedded SmolLM2-135M", help="A GGUF file to serve instead."),
+    ] = None,
+    out_dir: Annotated[
+        Path,
+        typer.Option("--out", envvar="SCORECHECK_SERVE_EMBEDDED_OUT", help="Serve directory: the log and server.json."),
+    ] = Path("runs/serve"),
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait until the model is listed.")] = 120,
 ) -> None:
     """Serve the embedded CPU model (SmolLM2-135M via llama.cpp) until Ctrl-C."""
@@ -106,37 +126,72 @@ def serve_embedded(
 def serve_vllm(
     model: Annotated[str, typer.Argument(help="Hugging Face model, e.g. glaiveai/Reflection-Llama-3.1-70B.")],
     extra: Annotated[
-        Optional[list[str]], typer.Argument(help="After --: extra vLLM arguments, passed as given.")
+        Optional[list[str]],
+        typer.Argument(metavar="VLLM_ARG", help="After --: extra vLLM arguments, passed as given.", show_default=False),
     ] = None,
-    tp: Annotated[int, typer.Option("--tp", help="Tensor-parallel size (GPUs per server).")] = 1,
+    tensor_parallel_size: Annotated[
+        int, typer.Option("--tensor-parallel-size", "-tp", metavar="N", help="GPUs per server (vLLM's flag).")
+    ] = 1,
+    tp: Annotated[Optional[int], typer.Option("--tp", hidden=True, help="Deprecated: --tensor-parallel-size.")] = None,
+    max_model_len: Annotated[
+        Optional[int], typer.Option(metavar="N", show_default="the model's", help="Context length (vLLM's flag).")
+    ] = None,
+    gpu_memory_utilization: Annotated[
+        Optional[float],
+        typer.Option(
+            metavar="F", show_default="vLLM's: 0.9", help="Share of each GPU's memory vLLM may use (vLLM's flag)."
+        ),
+    ] = None,
     port: Annotated[int, typer.Option(help="Port to listen on (the seed: 5050).")] = 5050,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     docker: Annotated[
-        Optional[str], typer.Option(help="Run the vllm/vllm-openai image IMAGE:TAG ('default': the pinned version).")
+        Optional[str],
+        typer.Option(
+            metavar="IMAGE:TAG",
+            show_default="native `vllm serve`",
+            help="Run the vllm/vllm-openai image IMAGE:TAG ('default': the pinned version's).",
+        ),
     ] = None,
     vllm_version: Annotated[str, typer.Option(help="The pinned vLLM version (checked, recorded).")] = "0.6.1.post2",
-    served_model_name: Annotated[Optional[str], typer.Option(help="Name the model is served under.")] = None,
-    replicas: Annotated[int, typer.Option(help="Servers on this box, one per GPU group of --tp GPUs.")] = 1,
-    out_dir: Annotated[Path, typer.Option("--out", help="Serve directory: the log and server.json.")] = Path(
-        "runs/serve"
-    ),
+    served_model_name: Annotated[
+        Optional[str],
+        typer.Option(metavar="NAME", show_default="the model", help="Name the model is served under (vLLM's flag)."),
+    ] = None,
+    replicas: Annotated[
+        int, typer.Option(help="Servers on this box, one per GPU group of --tensor-parallel-size GPUs.")
+    ] = 1,
+    out_dir: Annotated[
+        Path,
+        typer.Option("--out", envvar="SCORECHECK_SERVE_VLLM_OUT", help="Serve directory: the log and server.json."),
+    ] = Path("runs/serve"),
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait until the model is listed.")] = 1800,
 ) -> None:
     """Start vLLM (native `vllm serve`, or its docker image), wait until it lists the model, serve until Ctrl-C.
 
-    HF_TOKEN (gated models) is passed to the server in its environment, never on its command line."""
+    HF_TOKEN (gated models) and VLLM_API_KEY are passed to the server in its environment, never on its command
+    line."""
     from scorecheck.serving import ServerSpec
 
     try:
-        spec = ServerSpec(engine="vllm", model=model, tp=tp, port=port, host=host, docker=docker,
-                          version=vllm_version, args=list(extra or []), replicas=replicas,
+        args = list(extra or [])
+        _refuse_api_key_arg(args, "serve vllm")
+        if tp is not None:
+            _note("warning: --tp is deprecated: vLLM's name is --tensor-parallel-size (or -tp)")
+            tensor_parallel_size = tp
+        for flag, value in (("--max-model-len", max_model_len), ("--gpu-memory-utilization", gpu_memory_utilization)):
+            if value is not None:
+                args += [flag, str(value)]
+        spec = ServerSpec(engine="vllm", model=model, tp=tensor_parallel_size, port=port, host=host, docker=docker,
+                          version=vllm_version, args=args, replicas=replicas,
                           served_model_name=served_model_name, ready_timeout=ready_timeout)  # fmt: skip
     except ScorecheckError as e:
         _fail(e)
     _serve_until_stopped(spec, out_dir)
 
 
-study_app = typer.Typer(no_args_is_help=True, help="Studies: servers and configurations in one TOML file.")
+study_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=None, help="Studies: servers and configurations in one TOML file."
+)
 
 
 def _server_urls(values: list[str] | None) -> dict[str, list[str]]:
@@ -153,16 +208,39 @@ def _server_urls(values: list[str] | None) -> dict[str, list[str]]:
 def study_run(
     file: Annotated[Path, typer.Argument(help="The study file, e.g. studies/demo.toml.")],
     only: Annotated[
-        Optional[list[str]], typer.Option("--only", help="Run only this configuration; repeatable.")
+        Optional[list[str]],
+        typer.Option("--only", metavar="NAME", show_default="all", help="Run only this configuration; repeatable."),
     ] = None,
     server: Annotated[
         Optional[list[str]],
-        typer.Option("--server", help="NAME=URL: use this running server instead of starting NAME; repeatable."),
+        typer.Option(
+            "--server",
+            metavar="NAME=URL",
+            show_default="start them",
+            help="Use this running server instead of starting NAME; repeatable.",
+        ),
     ] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Study directory [the file's `out`].")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Subset per eval (a quick look, not the study).")] = None,
-    max_tokens: Annotated[Optional[int], typer.Option(help="Override max_tokens.")] = None,
-    concurrency: Annotated[Optional[int], typer.Option(help="Requests in flight per configuration.")] = None,
+    out_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out",
+            envvar="SCORECHECK_STUDY_RUN_OUT",
+            metavar="DIR",
+            show_default="the file's `out`",
+            help="Study directory.",
+        ),
+    ] = None,
+    limit: Annotated[
+        Optional[int],
+        typer.Option(metavar="N", show_default="the file's", help="Subset per eval (a quick look, not the study)."),
+    ] = None,
+    max_tokens: Annotated[
+        Optional[int], typer.Option(metavar="N", show_default="the file's", help="Override max_tokens.")
+    ] = None,
+    concurrency: Annotated[
+        Optional[int],
+        typer.Option(metavar="N", show_default="the file's", help="Requests in flight per configuration."),
+    ] = None,
     no_docker: Annotated[
         bool, typer.Option("--no-docker", help="Native `vllm serve` instead of the servers' docker images (Vast.ai).")
     ] = False,
@@ -227,26 +305,48 @@ def study_check(file: Annotated[Path, typer.Argument(help="The study file.")]) -
                   soft_wrap=True)  # fmt: skip
 
 
-remote_app = typer.Typer(no_args_is_help=True, help="A GPU box over SSH (OpenSSH: ~/.ssh/config, agents, -p ports).")
+remote_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=None, help="A GPU box over SSH (OpenSSH: ~/.ssh/config, agents, -p ports)."
+)
 
 
 @remote_app.callback()
 def remote_main(
     ctx: typer.Context,
     host: Annotated[
-        Optional[str], typer.Option("--host", "-H", help="USER@HOST or an ssh-config alias [$SCORECHECK_REMOTE_HOST].")
+        Optional[str],
+        typer.Option("--host", "-H", metavar="HOST", show_default="required", help="USER@HOST or an ssh-config alias."),
     ] = None,
-    port: Annotated[Optional[int], typer.Option("--port", "-p", help="SSH port [$SCORECHECK_REMOTE_PORT].")] = None,
+    port: Annotated[
+        Optional[int],
+        typer.Option("--port", "-p", metavar="N", show_default="ssh's: 22 or the ssh config's", help="SSH port."),
+    ] = None,
     identity: Annotated[
-        Optional[str], typer.Option("--identity", "-i", help="SSH key [$SCORECHECK_REMOTE_IDENTITY].")
+        Optional[str], typer.Option("--identity", "-i", metavar="FILE", show_default="ssh's", help="SSH key.")
     ] = None,
     ssh_config: Annotated[
-        Optional[str], typer.Option("--ssh-config", "-F", help="ssh config file [$SCORECHECK_SSH_CONFIG].")
+        Optional[str],
+        typer.Option(
+            "--ssh-config",
+            "-F",
+            metavar="FILE",
+            envvar="SCORECHECK_SSH_CONFIG",
+            show_default="~/.ssh/config",
+            help="ssh config file.",
+        ),
     ] = None,
-    option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="ssh -o option; repeatable.")] = None,
+    option: Annotated[
+        Optional[list[str]],
+        typer.Option("--option", "-o", metavar="OPTION", show_default="none", help="ssh -o option; repeatable."),
+    ] = None,
     env: Annotated[
         Optional[list[str]],
-        typer.Option("--env", help="Give jobs this variable's value too (sent like secrets, on stdin); repeatable."),
+        typer.Option(
+            "--env",
+            metavar="VAR",
+            show_default="HF_TOKEN, HUGGING_FACE_HUB_TOKEN, OPENAI_API_KEY when set",
+            help="Give jobs this variable's value too (sent like secrets, on stdin); repeatable.",
+        ),
     ] = None,
 ) -> None:
     """Drive a GPU box over SSH: setup, up, run, status, logs, attach, fetch, down."""
@@ -266,8 +366,15 @@ def _target(ctx: typer.Context):  # type: ignore[no-untyped-def]
 def remote_setup(
     ctx: typer.Context,
     engine: Annotated[str, typer.Option(help="embedded, vllm, or none (serving from the docker image).")] = "vllm",
-    vllm_version: Annotated[Optional[str], typer.Option(help="vLLM to install [0.6.1.post2].")] = None,
-    pip_args: Annotated[str, typer.Option(help="Extra pip arguments on the box (e.g. --find-links DIR).")] = "",
+    vllm_version: Annotated[
+        Optional[str], typer.Option(metavar="VERSION", show_default="0.6.1.post2", help="vLLM to install.")
+    ] = None,
+    pip_args: Annotated[
+        str,
+        typer.Option(
+            metavar="ARGS", show_default="none", help="Extra pip arguments on the box (e.g. --find-links DIR)."
+        ),
+    ] = "",
 ) -> None:
     """Install this scorecheck (as a wheel) and the serving engine on the box; idempotent; reports its GPUs."""
     from scorecheck import remote
@@ -280,10 +387,11 @@ def remote_setup(
 
 @remote_app.command("up", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def remote_up(ctx: typer.Context) -> None:
-    """Start `scorecheck serve ARGS` on the box, detached (e.g. `remote up vllm MODEL --tp 4 --port 5050`)."""
+    """Start `scorecheck serve ARGS` on the box, detached (e.g. `remote up vllm MODEL -tp 4 --port 5050`)."""
     from scorecheck import remote
 
     try:
+        _refuse_api_key_arg(list(ctx.args), "remote up")
         t = _target(ctx)
         job = remote.up(t, list(ctx.args))
         _wait_server_ready(t, job)
@@ -438,7 +546,10 @@ def remote_fetch(
 
 @remote_app.command("down")
 def remote_down(
-    ctx: typer.Context, names: Annotated[Optional[list[str]], typer.Argument(help="Jobs to stop [all].")] = None
+    ctx: typer.Context,
+    names: Annotated[
+        Optional[list[str]], typer.Argument(metavar="JOB", help="Jobs to stop [all].", show_default=False)
+    ] = None,
 ) -> None:
     """Stop jobs on the box (a study saves what finished, then stops its servers)."""
     from scorecheck import remote
@@ -453,25 +564,48 @@ def remote_down(
 
 def cloud(
     file: Annotated[Path, typer.Argument(help="The study file (inside the current directory, the task's workdir).")],
-    study_args: Annotated[Optional[list[str]], typer.Argument(help="After --: arguments for `study run`.")] = None,
+    study_args: Annotated[
+        Optional[list[str]],
+        typer.Argument(metavar="STUDY_RUN_ARG", help="After --: arguments for `study run`.", show_default=False),
+    ] = None,
     accelerators: Annotated[
-        Optional[str], typer.Option(help="SkyPilot accelerators, e.g. H100:4 [H100:<the study's tp x replicas>].")
+        Optional[str],
+        typer.Option(
+            metavar="GPU:N", show_default="H100:<the study's tp x replicas>", help="SkyPilot accelerators, e.g. H100:4."
+        ),
     ] = None,
     infra: Annotated[
-        Optional[str], typer.Option(help="SkyPilot infra: vast, aws, gcp/us-central1, runpod, ...")
+        Optional[str],
+        typer.Option(
+            metavar="INFRA",
+            show_default="SkyPilot's choice",
+            help="SkyPilot infra: vast, aws, gcp/us-central1, runpod, ...",
+        ),
     ] = None,
     disk_size: Annotated[int, typer.Option(help="Disk in GB (two 70B models need ~300).")] = 512,
     docker: Annotated[
         Optional[bool],
         typer.Option(
-            "--docker/--no-docker", help="vLLM from the servers' docker images, or natively [native on vast]."
+            "--docker/--no-docker",
+            show_default="native on vast, docker elsewhere",
+            help="vLLM from the servers' docker images, or natively.",
         ),
     ] = None,
     out_file: Annotated[
-        Optional[Path], typer.Option("--out", help="Where to write the task [scorecheck-<study>.yaml].")
+        Optional[Path],
+        typer.Option(
+            "--out",
+            envvar="SCORECHECK_CLOUD_OUT",
+            metavar="FILE",
+            show_default="scorecheck-<study>.yaml",
+            help="Where to write the task.",
+        ),
     ] = None,
     launch: Annotated[bool, typer.Option("--launch", help="Then run `sky launch --secret HF_TOKEN` on it.")] = False,
-    cluster: Annotated[Optional[str], typer.Option(help="With --launch: the SkyPilot cluster name.")] = None,
+    cluster: Annotated[
+        Optional[str],
+        typer.Option(metavar="NAME", show_default="SkyPilot's", help="With --launch: the SkyPilot cluster name."),
+    ] = None,
 ) -> None:
     """Write a SkyPilot task that runs a study on a cloud GPU box (any SkyPilot cloud, Vast.ai included)."""
     from scorecheck import cloud as cl

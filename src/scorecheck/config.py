@@ -6,6 +6,7 @@ written anywhere, only the name of the environment variable they came from.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -34,6 +35,10 @@ class Endpoint(BaseModel):
     base_url: str
     api_key_env: str = "OPENAI_API_KEY"
     headers: dict[str, str] = Field(default_factory=dict)
+    """Header values given as such (not secrets: secrets go in ``header_env``)."""
+    header_env: dict[str, str] = Field(default_factory=dict)
+    """Header name -> the environment variable holding its value (``--header-env 'Name=VAR'``); values are read
+    when the run starts and never written anywhere."""
 
     @field_validator("base_url")
     @classmethod
@@ -50,12 +55,13 @@ class RunConfig(BaseModel):
     """Empty: scorecheck starts the embedded model."""
     model: str | None = None
     system_prompt: str | None = None
-    """A profile prompt name (reflection, default), a file path (prefix @ or an existing file), or literal text."""
+    """A profile prompt name (reflection, default), ``none``, ``@FILE`` or ``text:TEXT``; anything else is an error."""
     reasoning: str = "none"
     protocol: str = "glaive-2024"
     evals: list[str] = Field(default_factory=lambda: ["mmlu", "gpqa", "gsm8k"])
     limit: int | None = Field(default=None, ge=1)
     samples: int = Field(default=1, ge=1)
+    """Repeats of every item (``--epochs``, TOML ``epochs``; ``samples`` is the older name); HumanEval: pass@k."""
     temperature: float | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     seed: int | None = None
@@ -104,13 +110,46 @@ class RunConfig(BaseModel):
         return v
 
 
-def _one_line(e: ValidationError, origin: str) -> str:
+FLAGS = {"samples": "--epochs", "preflight": "--no-preflight", "endpoints": "--base-url"}
+"""Run keys whose command-line flag is not ``--`` + the key with dashes (errors name the flag a value came from)."""
+
+
+def flag_for(loc: tuple[Any, ...]) -> str:
+    """The command-line flag of a (pydantic) location: ``("endpoints", 0, "api_key_env")`` -> ``--api-key-env``."""
+    key = str(loc[0]) if loc else ""
+    if key == "endpoints" and len(loc) >= 3:
+        return "--" + str(loc[2]).replace("_", "-")
+    return FLAGS.get(key, "--" + key.replace("_", "-"))
+
+
+def _toml_path(loc: tuple[Any, ...]) -> str:
+    loc = ("epochs", *loc[1:]) if loc[:1] == ("samples",) else loc
+    return "".join(f"[{x}]" if isinstance(x, int) else (f".{x}" if i else str(x)) for i, x in enumerate(loc))
+
+
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    model = Endpoint if loc and loc[0] == "endpoints" else RunConfig
+    keys = [k for k in model.model_fields if k != "samples"]
+    return keys + (["epochs", "endpoint"] if model is RunConfig else [])
+
+
+def _one_line(e: ValidationError, origin: str, from_flags: frozenset[str] | set[str] = frozenset()) -> str:
+    """One line per configuration error, naming the flag (a value given as a flag or environment variable) or the
+    TOML key (a value from the file ``origin``), the value, what is wrong and, for an unknown key, the likely fix."""
     parts = []
     for err in e.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "config"
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        parts.append(f"{loc}: {msg}")
-    return f"{origin}: " + "; ".join(parts)
+        loc = tuple(err["loc"])
+        flag = bool(loc) and str(loc[0]) in from_flags
+        where = flag_for(loc) if flag else f"{origin}: {_toml_path(loc) or 'config'}"
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(loc[-1]), _known_keys(loc), n=1)
+            fix = f"did you mean {close[0]!r}?" if close else "known keys: " + ", ".join(_known_keys(loc))
+            parts.append(f"{where}: unknown key; {fix}")
+        else:
+            value = repr(err.get("input"))
+            value = value if len(value) <= 60 else value[:57] + "..."
+            parts.append(f"{where} = {value}: {err['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
 
 
 def read_toml(path: str | Path, kind: str = "config file") -> dict[str, Any]:
@@ -132,13 +171,19 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def build(file_values: dict[str, Any], overrides: dict[str, Any], origin: str = "configuration") -> RunConfig:
+def build(file_values: dict[str, Any], overrides: dict[str, Any], origin: str = "configuration",
+          from_flags: set[str] | None = None) -> RunConfig:  # fmt: skip
+    """``file_values`` (a TOML file's) overridden by ``overrides`` (None: not given). An error names the flag of a
+    key in ``from_flags`` [every override], else the key in ``origin``."""
     merged = dict(file_values)
-    merged.update({k: v for k, v in overrides.items() if v is not None})
+    if "epochs" in merged:  # the TOML name of ``samples`` (Inspect's word for repeats)
+        merged["samples"] = merged.pop("epochs")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    merged.update(given)
     try:
         return RunConfig(**merged)
     except ValidationError as e:
-        raise UsageError(_one_line(e, origin)) from None
+        raise UsageError(_one_line(e, origin, set(given) if from_flags is None else from_flags)) from None
 
 
 class Resolved:
@@ -186,6 +231,14 @@ class Resolved:
     def api_key(self, ep: Endpoint, cli_key: str | None) -> str | None:
         return cli_key or os.environ.get(ep.api_key_env) or None
 
+    def headers(self, ep: Endpoint) -> dict[str, str]:
+        """The endpoint's headers with the values of ``header_env`` read from the environment (never recorded)."""
+        missing = [f"{name}={var}" for name, var in ep.header_env.items() if not os.environ.get(var)]
+        if missing:
+            raise UsageError(f"--header-env {missing[0]}: {missing[0].split('=', 1)[1]} is not set in the environment;"
+                             " export it, or drop the header")  # fmt: skip
+        return {**ep.headers, **{name: os.environ[var] for name, var in ep.header_env.items()}}
+
     def grading(self) -> GradingPlan:
         """The grader choice for judge-capable evals, with the profile's defaults filled in."""
         from scorecheck.grading.judge import judge_sampling
@@ -231,18 +284,29 @@ class Resolved:
 
 
 def resolve_system_prompt(value: str | None, profile: Profile) -> tuple[str, str | None]:
-    """(name, text). ``None``/"none": no system message."""
+    """(name, text) of ``--system-prompt``: a prompt name of the protocol, ``none`` (no system message), ``@FILE``
+    or ``text:TEXT``. Anything else is an error listing the names: a typo must not become the prompt (and turn off
+    IFEval's Reflection split) unnoticed."""
     if value is None or value == "none":
         return "none", None
     if value in profile.system_prompts:
         return value, profile.system_prompts[value]
-    path = value[1:] if value.startswith("@") else value
-    if value.startswith("@") or (len(path) < 4096 and "\n" not in path and Path(path).is_file()):
+    if value.startswith("text:"):
+        return "literal", value[len("text:") :]
+    if value.startswith("@"):
+        path = value[1:]
         try:
             return f"file:{path}", Path(path).read_text()
         except OSError as e:
-            raise UsageError(f"system prompt file {path}: {e.strerror}") from None
-    return "literal", value
+            raise UsageError(f"--system-prompt {value}: cannot read {path} ({e.strerror})") from None
+    names = [*profile.system_prompts, "none"]
+    close = difflib.get_close_matches(value, names, n=1)
+    shown = value if len(value) <= 40 else value[:37] + "..."
+    raise UsageError(
+        f"--system-prompt {shown!r}: not a prompt of protocol {profile.name} ({', '.join(names)})"
+        + (f"; did you mean {close[0]!r}?" if close else "")
+        + "; give a file as @FILE or your own text as text:TEXT"
+    )
 
 
 def dumps(obj: Any) -> str:

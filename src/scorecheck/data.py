@@ -155,6 +155,17 @@ FILES: dict[str, DataFile] = {
             541,
             "6a85310ca8ce15eff755aa08a3a4ff931c7e273e7515ebb3c492ea85fd8288f2",
         ),
+        DataFile(
+            "ifeval_gpt4_responses",
+            "ifeval/input_response_data_gpt4_20231107_145030.jsonl",
+            # google-research later edited one prompt (key 2785) in place; this copy keeps the published original
+            "https://raw.githubusercontent.com/Podtech-AI/IFEval/5bdf377eb9cc20f16d377dc5c38413cee22550a6/"
+            "data/input_response_data_gpt4_20231107_145030.jsonl",
+            541,
+            "0cff1d1469b774e80296bee20ca696894df35f3c6d6539f2c886d67c07599dcb",
+            note="Google's published GPT-4 responses (Nov 2023), for `scorecheck grade --responses "
+            "ifeval_gpt4_responses` (make demo)",
+        ),
     ]
 }
 
@@ -239,9 +250,16 @@ def resolve(key: str, download: bool = True) -> Resolved:
     return Resolved(f, path, digest, how)
 
 
+def searched() -> str:
+    """The directories a file is looked for in, as said in errors."""
+    d = data_dir()
+    first = f"SCORECHECK_DATA_DIR={d}" if d else "SCORECHECK_DATA_DIR (not set)"
+    return f"{first}, then the cache {cache_dir()} (SCORECHECK_CACHE_DIR)"
+
+
 def _missing_message(f: DataFile) -> str:
-    where = f"$SCORECHECK_DATA_DIR/{f.path}" if data_dir() else str(cache_dir() / f.path)
-    return f"{f.key} data not found at {where}; run `scorecheck data fetch {f.key}` or set SCORECHECK_DATA_DIR"
+    return (f"{f.key} data ({f.path}) not found in {searched()}; run `scorecheck data fetch {f.key}`, or set "
+            "SCORECHECK_DATA_DIR to a copy laid out like ../shared/datasets")  # fmt: skip
 
 
 def _fetch_url(url: str, headers: dict[str, str] | None = None, timeout: float = 60.0) -> bytes:
@@ -265,8 +283,9 @@ def _download(f: DataFile) -> Path:
         raise
     except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as e:
         raise DataError(
-            f"could not download {f.key} from {src} ({_reason(e)}); check the network, or put the file at "
-            f"$SCORECHECK_DATA_DIR/{f.path}"
+            f"{f.key} data ({f.path}) is not in {searched()}, and its download from {src} failed ({_reason(e)}); "
+            "set SCORECHECK_DATA_DIR to a copy laid out like ../shared/datasets, or check the network"
+            + (" and SCORECHECK_DATA_MIRROR" if mirror else "")
         ) from None
     check_bytes(f, data, f"{f.key} downloaded from {src}")
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -155,6 +155,10 @@ def print_table(results: dict[str, Any], console: Console | None = None) -> None
     console.print(t)
     for n in results.get("notes") or []:
         console.print(f"[yellow]note:[/] {n}")
+    for name, e in results["evals"].items():  # where model-written code ran (scorecheck.sandbox)
+        if e.get("isolation_mode"):
+            how = "contained" if e.get("contained") else "[red]NOT contained[/] (--confirm-run-unsafe-code)"
+            console.print(f"sandbox: {name} programs ran in '{e['isolation_mode']}' mode, {how}")
 
 
 def sha256_text(s: str) -> str:

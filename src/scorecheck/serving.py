@@ -34,7 +34,7 @@ from scorecheck.procs import preexec
 DEFAULT_VLLM_VERSION = "0.6.1.post2"
 """The vLLM version of the seed's run (the ``vllm/vllm-openai:v0.6.1.post2`` image)."""
 VLLM_IMAGE = "vllm/vllm-openai"
-SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "VLLM_API_KEY")
 """Passed to the server's environment (gated models), never to its command line."""
 ENGINES = ("vllm", "embedded")
 

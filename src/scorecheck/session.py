@@ -17,7 +17,7 @@ from typing import Any
 
 from rich.console import Console
 
-from scorecheck import __version__
+from scorecheck import __version__, sandbox
 from scorecheck.client import EndpointState
 from scorecheck.config import Resolved, RunConfig, dumps
 from scorecheck.errors import RunAborted, StoreError, UsageError
@@ -35,10 +35,14 @@ def execute(cfg: RunConfig, api_key: str | None = None, show_progress: bool = Tr
     rc = Resolved(cfg)
     if cfg.endpoints and not cfg.model:
         raise UsageError("--model is required with --base-url (the name the endpoint serves)")
+    # Programs that could not run contained, without the opt-in: a one-line error before any request.
+    iso = sandbox.isolation() if any(getattr(b, "runs_code", False) for b in rc.benchmarks) else None
     run_dir = Path(cfg.out)
     started = time.time()
     with stop_signals() as stopped:
         store = Store(run_dir, start=False)  # nothing is written before the configuration is accepted
+        if iso is not None and iso.mode == "setuid":
+            run_dir.chmod(0o700)  # the store and outputs out of the programs' (other) uid's reach
         try:
             return _execute(cfg, rc, store, run_dir, started, api_key, show_progress, console, err, new_run,
                             stopped)  # fmt: skip
@@ -57,7 +61,7 @@ def _execute(cfg: RunConfig, rc: Resolved, store: Store, run_dir: Path, started:
         runner_model = cfg.model
         extra_identity: dict[str, Any] = {}
         if cfg.endpoints:
-            endpoints = [EndpointState(ep.base_url, rc.api_key(ep, api_key), dict(ep.headers)) for ep in cfg.endpoints]
+            endpoints = [EndpointState(ep.base_url, rc.api_key(ep, api_key), rc.headers(ep)) for ep in cfg.endpoints]
         else:
             from scorecheck import embedded as emb
 
@@ -75,6 +79,7 @@ def _execute(cfg: RunConfig, rc: Resolved, store: Store, run_dir: Path, started:
         if not (run_dir / "config.json").is_file():  # else rewritten with the results it describes
             write_config(run_dir, rc)
         if not cfg.endpoints:
+            say_estimate(rc, runner, err)
             embedded = emb.EmbeddedServer(run_dir / "embedded.log", parallel=cfg.embedded_parallel,
                                           ctx_per_slot=cfg.embedded_ctx)  # fmt: skip
             err.print(f"starting the embedded model ({emb.MODEL_ALIAS}, CPU) on {embedded.base_url} …")
@@ -259,6 +264,23 @@ async def _stoppable(coro: Any, stopped: list[StopRequested]) -> Any:
         signal.signal(signal.SIGTERM, previous)
 
 
+EMBEDDED_TOKENS_PER_S = 75
+"""The embedded SmolLM2-135M on 2 CPU cores, all slots together (measured; README)."""
+
+
+def say_estimate(rc: Resolved, runner: Runner, err: Console) -> None:
+    """Before a long run on the embedded CPU model (a bare `scorecheck run`: 15,809 items at max_tokens 6000): how
+    long it may take, and how to make it short."""
+    requests = sum(len(v) for v in runner.items.values()) * rc.cfg.samples
+    max_tokens = rc.sampling()["max_tokens"]
+    hours = requests * max_tokens / EMBEDDED_TOKENS_PER_S / 3600
+    if hours < 0.5:
+        return
+    err.print(f"estimate: {requests:,} requests on the embedded CPU model at ~{EMBEDDED_TOKENS_PER_S} tokens/s, up to "
+              f"{max_tokens} tokens each: up to {hours:,.0f} hours ({hours / 24:,.1f} days). For a quick look: --limit 5"
+              " --max-tokens 256; for real scores: --base-url of a GPU server", highlight=False, soft_wrap=True)  # fmt: skip
+
+
 def setup_judge(rc: Resolved, runner: Runner) -> None:
     """The judge's endpoint (``--judge-url``), with its key from ``--judge-api-key-env`` (never written anywhere).
     ``embedded`` is filled in once the embedded model has started."""
@@ -374,6 +396,9 @@ def build_results(rc: Resolved, runner: Runner, store: Store, started: float,
         notes.append(
             f"max_tokens capped at {rc.cfg.max_tokens} (protocol: {rc.profile.max_tokens}) for the embedded model"
         )
+    if not rc.cfg.endpoints:
+        notes.append("the embedded SmolLM2-135M (CPU) exercises the pipeline, it does not score: expect numbers near "
+                     "zero; give --base-url of a real model's server for real scores")  # fmt: skip
     notes += agreement_notes(evals)
     ended = time.time()
     desc = rc.describe()
@@ -412,13 +437,17 @@ def config_from_run(described: dict[str, Any], overrides: dict[str, Any]) -> Run
     sp = described.get("system_prompt")
     if isinstance(sp, dict):  # recorded as {name, sha256, text}
         name = sp.get("name")
-        d["system_prompt"] = None if name == "none" else (sp.get("text") if ":" in str(name) or name == "literal"
-                                                           else name)  # fmt: skip
+        d["system_prompt"] = None if name == "none" else (f"text:{sp.get('text')}" if ":" in str(name) or
+                                                           name == "literal" else name)  # fmt: skip
     for k in GRADING_KEYS:  # the regrade's grading comes from its own options, not the run's
         d.pop(k, None)
     from scorecheck.config import build
 
     return build(d, overrides, origin="regrade")
+
+
+def _score(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
 
 
 def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = None,
@@ -447,15 +476,21 @@ def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = 
                              "`scorecheck serve --embedded` and give --judge-url http://127.0.0.1:8080/v1")  # fmt: skip
         setup_judge(rc, runner)
         runner.load_data()
+        before = {b.name: {(r["item_id"], r["sample_index"]): r.get("score") for r in store.iter_samples(b.name)}
+                  for b in rc.benchmarks}  # fmt: skip
         with asyncio.Runner(loop_factory=_loop_factory()) as aio:
             slots = aio.run(runner.regrade())
         evals = {}
         samples: list[dict[str, Any]] = []
+        changed: dict[str, list[dict[str, Any]]] = {}
         for b in rc.benchmarks:
             wanted = _wanted(runner, b.name)
             records = [r for r in slots[b.name] if (r["item_id"], r["sample_index"]) in wanted]
             evals[b.name] = eval_result(b, records)
             samples += records
+            changed[b.name] = [{"item_id": r["item_id"], "sample_index": r["sample_index"], "extracted": r.get("extracted"),
+                                "before": before[b.name].get((r["item_id"], r["sample_index"])), "after": r.get("score")}
+                               for r in records if before[b.name].get((r["item_id"], r["sample_index"])) != r.get("score")]  # fmt: skip
         previous: dict[str, Any] = {}
         if (run_dir / "results.json").is_file():
             previous = json.loads((run_dir / "results.json").read_text())
@@ -475,6 +510,7 @@ def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = 
                 "grading": runner.grading.describe(),
                 "previous_scores": {k: v.get("score") for k, v in (previous.get("evals") or {}).items()},
                 "model_requests_sent": 0,
+                "changed_samples": changed,
                 "started": started,
                 "ended": ended,
                 "wall_s": round(ended - started, 3),
@@ -487,6 +523,11 @@ def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = 
         results.setdefault("protocol", {"name": rc.profile.name, "reference": rc.profile.reference})
         write_outputs(out_dir, results, samples)
         print_table(results, console)
+        for name, rows in changed.items():
+            prev = results["regrade"]["previous_scores"].get(name)
+            up = sum(1 for c in rows if (c["after"] or 0) > (c["before"] or 0))
+            console.print(f"{name}: score {_score(prev)} -> {_score(evals[name]['score'])}; {len(rows)} sample(s) graded "
+                          f"differently ({up} now right, {len(rows) - up} now wrong)", soft_wrap=True)  # fmt: skip
         console.print(f"regraded results in {out_dir}/ (results.json, samples.jsonl, summary.md)")
         judge_failed = [i for r in evals.values() for i in r.get("judge_failed_items", [])]
         if judge_failed:

@@ -7,7 +7,7 @@ Program: ``prompt + completion + "\\n" + test + "\\n" + "check(<entry_point>)"``
 (module name not ``__main__``, stdin unreadable, output swallowed, its reliability_guard calls disabled, 3 s
 timeout); it passes only when ``check(...)`` completed. Each sample's outcome (passed, failed with the exception's
 type, timed out, killed by a limit) and the sandbox's isolation are kept with the sample.
-Scores: pass@1 with one sample per task (the fork's number); with ``--samples-per-task n``, pass@k for k in 1, 2, 5,
+Scores: pass@1 with one sample per task (the fork's number); with ``--epochs n``, pass@k for k in 1, 2, 5,
 10, 20, 50, 100 and n (those up to n) with human-eval's unbiased estimator, averaged over tasks.
 The fork always drew ``random.Random(0).sample(problems, 164)`` (the same set, shuffled); ``--limit n`` draws as it.
 """
@@ -21,7 +21,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from scorecheck import data
+from scorecheck import data, sandbox
 from scorecheck.benchmarks import Benchmark, Graded, Item, fork_subset
 from scorecheck.protocols import glaive_2024 as P
 from scorecheck.stats import mean_ci
@@ -60,8 +60,6 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def run_sample(problem_prompt: str, completion: str, test: str, entry_point: str,
                timeout: float = P.HUMANEVAL_TIMEOUT) -> Graded:  # fmt: skip
-    from scorecheck import sandbox
-
     iso = sandbox.isolation()
     out = sandbox.run_program(program(problem_prompt, completion, test, entry_point), sandbox.Limits(timeout=timeout))
     info = {"outcome": out.status, "exception": out.exception, "message": out.message, "detail": out.detail,
@@ -79,9 +77,11 @@ def grade_in_sandbox(item: Item, extracted: str) -> Graded:
 class HumanEval(Benchmark):
     name = "humaneval"
     data_keys = ("humaneval",)
-    description = "HumanEval (164 problems), pass@1 (pass@k with --samples-per-task), sandboxed execution"
+    description = "HumanEval (164 problems), pass@1 (pass@k with --epochs), sandboxed execution"
     prompt_template = P.INSTRUCTION_HUMANEVAL + "{prompt}"
     worker_grader = staticmethod(grade_in_sandbox)
+    runs_code = True
+    """Runs model-written code: a run checks before sending anything that the sandbox can run it."""
 
     def load(self, profile: str, limit: int | None) -> tuple[list[Item], dict[str, str]]:
         res = data.resolve("humaneval")
@@ -114,6 +114,7 @@ def pass_at_k_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     outcomes: Counter[str] = Counter()
     exceptions: Counter[str] = Counter()
     isolations: Counter[str] = Counter()
+    modes: Counter[str] = Counter()
     for r in records:
         if r.get("score") is None:
             continue
@@ -124,6 +125,8 @@ def pass_at_k_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
             exceptions[info["exception"]] += 1
         if info.get("isolation"):
             isolations[info["isolation"]] += 1
+        if info.get("isolation_mode"):
+            modes[info["isolation_mode"]] += 1
     if not per_task:
         return {}
     ns = [len(v) for v in per_task.values()]
@@ -143,5 +146,6 @@ def pass_at_k_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "outcomes": dict(outcomes),
         "exceptions": dict(exceptions.most_common(20)),
         "isolation": sorted(isolations) if len(isolations) != 1 else next(iter(isolations)),
-        "contained": all("NOT" not in i for i in isolations),
+        "isolation_mode": sorted(modes) if len(modes) != 1 else next(iter(modes)),
+        "contained": all(m in sandbox.CONTAINED for m in modes) and all("NOT" not in i for i in isolations),
     }

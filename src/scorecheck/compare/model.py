@@ -214,7 +214,8 @@ def build_cells(run: Run, eval_name: str) -> list[Cell]:
     if dis and dis.get("differ"):
         problems.append(f"{dis['kind'].split(' ')[0]}s disagree on {dis['differ']}")
     if ev.get("contained") is False:
-        problems.append(f"programs ran without full isolation ({ev.get('isolation')})")
+        mode = f"'{ev['isolation_mode']}' mode: " if ev.get("isolation_mode") else ""
+        problems.append(f"programs ran without full isolation ({mode}{ev.get('isolation')})")
     graders = {str(k): int(v) for k, v in (ev.get("graders") or {}).items()}
     ci = ev.get("ci95")
     main = Cell(eval_name, "score", run.label, ev.get("score"), list(ci) if ci else None, ev.get("n"), n_items,
