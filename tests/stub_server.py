@@ -13,6 +13,9 @@ HTML error page).
 ``GET /v1/models`` takes its own script (``models_script``: ``ok``, ``502``, ``cut``), then answers ``ok``.
 A POST with JSON ``{"script": [...], "default": "ok", "answer": "...", "models_script": [...]}`` to ``/control``
 replaces the scripts.
+``--delay S`` answers ``ok`` after S seconds (a replica with some latency); ``--host`` picks the loopback address
+(several stubs on one port, as replicas on several nodes); ``--models FILE`` serves that JSON as ``/v1/models``
+(a real server's, so the stub passes for one of its replicas).
 ``GET /stats`` returns counts of requests seen and the last ``Authorization`` header received. ``GET /v1/models`` lists ``model``.
 
 Written on raw asyncio (uvloop when available) so it can sustain thousands of requests per second on one core.
@@ -41,6 +44,8 @@ class StubState:
         self.bodies: list[dict[str, Any]] = []
         self.keep_bodies = False
         self.last_authorization: str | None = None
+        self.delay = 0.0
+        self.models: bytes | None = None
 
     def next_action(self) -> str:
         return self.script.popleft() if self.script else self.default
@@ -89,6 +94,9 @@ class StubProtocol(asyncio.Protocol):
         st = self.state
         t = self.transport
         assert t is not None
+        if method == "GET" and path.endswith("/models") and st.models is not None:
+            t.write(_response(200, st.models))
+            return True
         if method == "GET" and path.endswith("/models"):
             action = st.models_script.popleft() if st.models_script else "ok"
             st.counts[f"models_{action}"] += 1
@@ -131,7 +139,12 @@ class StubProtocol(asyncio.Protocol):
                 + (b"length" if action == "length" else b"stop")
                 + b'"}],"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}'
             )
-            t.write(_response(200, payload))
+            if st.delay:
+                asyncio.get_running_loop().call_later(
+                    st.delay, lambda: t.is_closing() or t.write(_response(200, payload))
+                )
+            else:
+                t.write(_response(200, payload))
         elif action in ("400", "429", "500", "503"):
             t.write(_response(int(action), b'{"error":{"message":"stub ' + action.encode() + b'"}}', "Err"))
         elif action == "malformed":
@@ -175,6 +188,9 @@ async def start(state: StubState, host: str = "127.0.0.1", port: int = 0) -> tup
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--delay", type=float, default=0.0)
+    ap.add_argument("--models", default=None)
     ap.add_argument("--model", default="stub-model")
     ap.add_argument("--answer", default="Answer: A")
     ap.add_argument("--default", default="ok")
@@ -189,7 +205,11 @@ def main() -> None:
 
     async def run() -> None:
         state = StubState(a.model, a.answer, a.default, [s for s in a.script.split(",") if s])
-        server, port = await start(state, port=a.port)
+        state.delay = a.delay
+        if a.models:
+            with open(a.models, "rb") as f:
+                state.models = f.read()
+        server, port = await start(state, host=a.host, port=a.port)
         print(f"PORT {port}", flush=True)
         async with server:
             await server.serve_forever()

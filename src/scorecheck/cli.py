@@ -608,6 +608,15 @@ def _register_compare() -> None:
 _register_compare()
 
 
+def _register_cloud() -> None:
+    from scorecheck import cli_cloud
+
+    cli_cloud.register(app)
+
+
+_register_cloud()
+
+
 def _register_audit() -> None:
     from scorecheck import cli_audit
 

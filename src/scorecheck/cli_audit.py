@@ -14,25 +14,47 @@ from scorecheck.compare.audit import DEFAULT_TOLERANCE
 def register(app: typer.Typer) -> None:
     @app.command("audit")
     def audit_cmd(
-        run_dirs: Annotated[list[Path], typer.Argument(help="Run directories (each with results.json).")],
+        run_dirs: Annotated[
+            list[Path], typer.Argument(metavar="RUN_DIR", help="Run directories (each with results.json).")
+        ],
         reference: Annotated[
             list[str],
             typer.Option(
                 "--reference",
                 "-r",
+                metavar="TABLE",
                 help="Claims to check: a shipped table (seed, glaive, meta-llama-3.1-70b) or a TOML file; repeatable.",
-            ),  # fmt: skip
+            ),
         ],
         label: Annotated[
-            Optional[list[str]], typer.Option("--label", help="A name per run, in order (default: the directory name).")
+            Optional[list[str]],
+            typer.Option(
+                "--label", metavar="NAME", show_default="the directory name", help="A name per run, in order."
+            ),
         ] = None,
         tolerance: Annotated[
-            float, typer.Option(help="'consistent' only when the items detect a difference this large (a fraction).")
+            float,
+            typer.Option(
+                metavar="FRACTION",
+                help="'consistent' only when the items detect a difference this large with 80% power.",
+            ),
         ] = DEFAULT_TOLERANCE,
         markdown: Annotated[
-            Optional[Path], typer.Option("--markdown", "--md", help="Write the verdicts as Markdown.")
+            Optional[Path],
+            typer.Option(
+                "--markdown", "--md", metavar="FILE", show_default="not written", help="Write the verdicts as Markdown."
+            ),
         ] = None,
-        json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the verdicts as JSON.")] = None,
+        json_out: Annotated[
+            Optional[Path],
+            typer.Option(
+                "--json",
+                envvar="SCORECHECK_AUDIT_JSON",
+                metavar="FILE",
+                show_default="not written",
+                help="Write the verdicts as JSON.",
+            ),
+        ] = None,
     ) -> None:
         """A verdict for every claimed number: consistent, lower/higher than claimed, not comparable, inconclusive."""
         from rich.console import Console

@@ -1,4 +1,4 @@
-"""Operations commands: ``serve`` (vLLM, the embedded model), ``study``, ``remote``, ``cloud``.
+"""Operations commands: ``serve`` (vLLM, the embedded model), ``study``, ``remote`` (``cloud``: cli_cloud.py).
 
 ``register(app)`` adds them to the main Typer app (cli.py calls it), so these commands live apart from the
 evaluation commands.
@@ -204,13 +204,43 @@ def _server_urls(values: list[str] | None) -> dict[str, list[str]]:
     return urls
 
 
+# The options `study run` shares with `cloud node` (which runs a study on a cluster's head node).
+StudyOnly = Annotated[
+    Optional[list[str]],
+    typer.Option("--only", metavar="NAME", show_default="all", help="Run only this configuration; repeatable."),
+]
+StudyLimit = Annotated[
+    Optional[int],
+    typer.Option(metavar="N", show_default="the file's", help="Subset per eval (a quick look, not the study)."),
+]
+StudyMaxTokens = Annotated[
+    Optional[int], typer.Option(metavar="N", show_default="the file's", help="Override max_tokens.")
+]
+StudyConcurrency = Annotated[
+    Optional[int], typer.Option(metavar="N", show_default="the file's", help="Requests in flight per configuration.")
+]
+StudyNoDocker = Annotated[
+    bool, typer.Option("--no-docker", help="Native `vllm serve` instead of the servers' docker images (Vast.ai).")
+]
+
+
+def load_study(file: Path, out_dir: Path | None, no_docker: bool):  # type: ignore[no-untyped-def]
+    """The study file with ``--out`` and ``--no-docker`` applied."""
+    from scorecheck import study as st
+
+    s = st.load(file)
+    if out_dir is not None:
+        s.out = out_dir
+    if no_docker:
+        for spec in s.servers.values():
+            spec.docker = None
+    return s
+
+
 @study_app.command("run")
 def study_run(
     file: Annotated[Path, typer.Argument(help="The study file, e.g. studies/demo.toml.")],
-    only: Annotated[
-        Optional[list[str]],
-        typer.Option("--only", metavar="NAME", show_default="all", help="Run only this configuration; repeatable."),
-    ] = None,
+    only: StudyOnly = None,
     server: Annotated[
         Optional[list[str]],
         typer.Option(
@@ -230,37 +260,32 @@ def study_run(
             help="Study directory.",
         ),
     ] = None,
-    limit: Annotated[
-        Optional[int],
-        typer.Option(metavar="N", show_default="the file's", help="Subset per eval (a quick look, not the study)."),
-    ] = None,
-    max_tokens: Annotated[
-        Optional[int], typer.Option(metavar="N", show_default="the file's", help="Override max_tokens.")
-    ] = None,
-    concurrency: Annotated[
-        Optional[int],
-        typer.Option(metavar="N", show_default="the file's", help="Requests in flight per configuration."),
-    ] = None,
-    no_docker: Annotated[
-        bool, typer.Option("--no-docker", help="Native `vllm serve` instead of the servers' docker images (Vast.ai).")
-    ] = False,
+    limit: StudyLimit = None,
+    max_tokens: StudyMaxTokens = None,
+    concurrency: StudyConcurrency = None,
+    no_docker: StudyNoDocker = False,
 ) -> None:
     """Run a study: each server once, its configurations concurrently; run again to resume."""
     from scorecheck import study as st
 
     try:
-        s = st.load(file)
-        if out_dir is not None:
-            s.out = out_dir
+        s = load_study(file, out_dir, no_docker)
         s.server_urls = _server_urls(server)
-        if no_docker:
-            for spec in s.servers.values():
-                spec.docker = None
         unknown = set(s.server_urls) - set(s.servers)
         if unknown:
             raise UsageError(f"--server: no server named {', '.join(sorted(unknown))} in {file}")
         overrides = {"limit": limit, "max_tokens": max_tokens, "concurrency": concurrency}
-        code = st.run_study(s, overrides, only=only, note=_note)
+    except ScorecheckError as e:
+        _fail(e)
+    run_study_to_the_end(s, lambda: st.run_study(s, overrides, only=only, note=_note))
+
+
+def run_study_to_the_end(s, run) -> None:  # type: ignore[no-untyped-def]
+    """``run()`` the study, then its table and report (when anything finished), and the exit with its code."""
+    from scorecheck import study as st
+
+    try:
+        code = run()
     except KeyboardInterrupt:
         _note("interrupted: everything finished is kept; run the same command again to continue")
         raise typer.Exit(130) from None
@@ -562,74 +587,8 @@ def remote_down(
     out.print(f"stopped: {', '.join(stopped) or 'nothing was running'}", highlight=False)
 
 
-def cloud(
-    file: Annotated[Path, typer.Argument(help="The study file (inside the current directory, the task's workdir).")],
-    study_args: Annotated[
-        Optional[list[str]],
-        typer.Argument(metavar="STUDY_RUN_ARG", help="After --: arguments for `study run`.", show_default=False),
-    ] = None,
-    accelerators: Annotated[
-        Optional[str],
-        typer.Option(
-            metavar="GPU:N", show_default="H100:<the study's tp x replicas>", help="SkyPilot accelerators, e.g. H100:4."
-        ),
-    ] = None,
-    infra: Annotated[
-        Optional[str],
-        typer.Option(
-            metavar="INFRA",
-            show_default="SkyPilot's choice",
-            help="SkyPilot infra: vast, aws, gcp/us-central1, runpod, ...",
-        ),
-    ] = None,
-    disk_size: Annotated[int, typer.Option(help="Disk in GB (two 70B models need ~300).")] = 512,
-    docker: Annotated[
-        Optional[bool],
-        typer.Option(
-            "--docker/--no-docker",
-            show_default="native on vast, docker elsewhere",
-            help="vLLM from the servers' docker images, or natively.",
-        ),
-    ] = None,
-    out_file: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--out",
-            envvar="SCORECHECK_CLOUD_OUT",
-            metavar="FILE",
-            show_default="scorecheck-<study>.yaml",
-            help="Where to write the task.",
-        ),
-    ] = None,
-    launch: Annotated[bool, typer.Option("--launch", help="Then run `sky launch --secret HF_TOKEN` on it.")] = False,
-    cluster: Annotated[
-        Optional[str],
-        typer.Option(metavar="NAME", show_default="SkyPilot's", help="With --launch: the SkyPilot cluster name."),
-    ] = None,
-) -> None:
-    """Write a SkyPilot task that runs a study on a cloud GPU box (any SkyPilot cloud, Vast.ai included)."""
-    from scorecheck import cloud as cl
-    from scorecheck import study as st
-
-    try:
-        s = st.load(file)
-        try:
-            rel = file.resolve().relative_to(Path.cwd().resolve())
-        except ValueError:
-            raise UsageError(f"{file} is outside the current directory, which SkyPilot ships as the workdir") from None
-        t = cl.task(s, str(rel), accelerators, infra, disk_size, list(study_args or []), docker=docker)
-        path = out_file or Path(f"scorecheck-{s.name}.yaml")
-        path.write_text(cl.dump(t))
-        out.print(f"wrote {path}: {t['resources']}", highlight=False, soft_wrap=True)
-        if launch:
-            raise typer.Exit(cl.launch(path, cluster))
-    except ScorecheckError as e:
-        _fail(e)
-
-
 def register(app: typer.Typer) -> None:
     """Add the operations commands to ``app``."""
     app.add_typer(serve_app, name="serve")
     app.add_typer(study_app, name="study")
     app.add_typer(remote_app, name="remote")
-    app.command("cloud")(cloud)

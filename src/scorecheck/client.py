@@ -38,6 +38,9 @@ class EndpointState:
     headers: dict[str, str] = field(default_factory=dict)
     in_flight: int = 0
     sent: int = 0
+    down_until: float = 0.0
+    """Monotonic time before which this endpoint is passed over: it refused or dropped a connection (a dead
+    replica); requests go to the others meanwhile, and it is tried again after that."""
 
     def request_headers(self) -> dict[str, str]:
         h = {"Content-Type": "application/json", **self.headers}
@@ -63,6 +66,8 @@ class Outcome:
 
 
 RETRY_STATUSES = {408, 409, 425, 429} | set(range(500, 600))
+DOWN_FOR = 15.0
+"""Seconds an endpoint that refused or dropped a connection is passed over (when another one is up)."""
 
 
 class ChatClient:
@@ -95,8 +100,10 @@ class ChatClient:
         return sum(e.in_flight for e in self.endpoints)
 
     def pick(self) -> EndpointState:
-        """Least-loaded endpoint; ties go to the one that has been sent the least."""
-        return min(self.endpoints, key=lambda e: (e.in_flight, e.sent))
+        """Least-loaded endpoint that is not marked down; ties go to the one that has been sent the least."""
+        now = time.monotonic()
+        up = [e for e in self.endpoints if e.down_until <= now] or self.endpoints
+        return min(up, key=lambda e: (e.in_flight, e.sent))
 
     async def _once(self, body: dict[str, Any], on_send: Any = None) -> Outcome:
         ep = self.pick()
@@ -141,7 +148,11 @@ class ChatClient:
                     endpoint=ep.base_url,
                     error=f"{DECODE_REPLACED}: {', '.join(replaced)} replaced by U+FFFD" if replaced else None,
                 )
-        except (TimeoutError, aiohttp.ClientError, ConnectionError) as e:
+        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, ConnectionError) as e:
+            if len(self.endpoints) > 1:  # a dead replica: the retry goes to another one
+                ep.down_until = time.monotonic() + DOWN_FOR
+            raise Transient(f"{e.__class__.__name__}: {e}"[:300]) from None
+        except (TimeoutError, aiohttp.ClientError) as e:
             raise Transient(f"{e.__class__.__name__}: {e}"[:300]) from None
         finally:
             ep.in_flight -= 1

@@ -12,10 +12,10 @@ Host and port come from flags or the environment: ``SCORECHECK_REMOTE_HOST`` (``
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -244,33 +244,64 @@ def down(t: Target, names: list[str] | None = None) -> list[dict[str, Any]]:
     return t.agent("stop", *(names or ["all"]), timeout=180)
 
 
-def fetch(t: Target, dest: Path, rel: str = "runs") -> list[str]:
-    """Copy the box's ``~/scorecheck/<rel>`` into ``dest``, only files that changed since the last fetch."""
+def fetch(t: Target, dest: Path, rel: str = "runs", stamp: str = ".scorecheck-fetch.json",
+          note: Callable[[str], None] | None = None) -> list[str]:  # fmt: skip
+    """Copy the box's ``~/scorecheck/<rel>`` into ``dest``, only files that changed since the last fetch.
+
+    Smallest files first (results before stores), streamed and written one by one (each through a ``.part`` file),
+    and each recorded in ``dest/<stamp>`` as it lands: a fetch cut off (a dropped connection, Ctrl-C, a killed
+    process) keeps what arrived, and the next one copies only the rest."""
     dest.mkdir(parents=True, exist_ok=True)
     remote = t.agent("manifest", rel)
-    stamp_file = dest / ".scorecheck-fetch.json"
+    stamp_file = dest / stamp
     try:
         seen = json.loads(stamp_file.read_text())
     except (OSError, ValueError):
         seen = {}
     prefix = rel.rstrip("/") + "/"
-    want = [p for p, meta in remote.items() if seen.get(p) != meta or not (dest / p[len(prefix) :]).is_file()]
+    want = sorted((p for p, meta in remote.items()
+                   if seen.get(p) != meta or not (dest / p[len(prefix) :]).is_file()),
+                  key=lambda p: (remote[p][0], p))  # fmt: skip
+    got: list[str] = []
     if want:
-        p = t.ssh(f"cd ~ && {VENV}/bin/python -m scorecheck.remote_agent pack " + " ".join(shlex.quote(w) for w in want),
-                  timeout=3600)  # fmt: skip
-        with tarfile.open(fileobj=io.BytesIO(p.stdout), mode="r|") as tar:
-            for m in tar:
-                if not m.isfile() or ".." in Path(m.name).parts or not m.name.startswith(prefix):
-                    continue
-                target = dest / m.name[len(prefix) :]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                f = tar.extractfile(m)
-                assert f is not None
-                tmp = target.with_name(target.name + ".part")
-                tmp.write_bytes(f.read())
-                os.replace(tmp, target)
-    stamp_file.write_text(json.dumps(remote))
-    return want
+        argv = t.ssh_base() + ["--", f"cd ~ && {VENV}/bin/python -m scorecheck.remote_agent pack "
+                               + " ".join(shlex.quote(w) for w in want)]  # fmt: skip
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout is not None
+        try:
+            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+                for m in tar:
+                    if not m.isfile() or ".." in Path(m.name).parts or not m.name.startswith(prefix):
+                        continue
+                    target = dest / m.name[len(prefix) :]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    f = tar.extractfile(m)
+                    assert f is not None
+                    tmp = target.with_name(target.name + ".part")
+                    with open(tmp, "wb") as out:
+                        shutil.copyfileobj(f, out, 1 << 20)
+                    os.replace(tmp, target)
+                    seen[m.name] = remote[m.name]
+                    got.append(m.name)
+                    _write_json(stamp_file, seen)
+        except (tarfile.TarError, OSError) as e:
+            if note:
+                note(f"the transfer broke off ({e.__class__.__name__}: {e})")
+        finally:
+            proc.stdout.close()
+            err = (proc.stderr.read() if proc.stderr else b"").decode(errors="replace").strip().splitlines()[-3:]
+            code = proc.wait()
+        if len(got) < len(want):
+            raise RemoteError(f"fetched {len(got)} of {len(want)} file(s) from {t.host} (ssh exit {code}: "
+                              f"{' | '.join(err)}); what arrived is kept: fetch again for the rest")  # fmt: skip
+    _write_json(stamp_file, remote)
+    return got if want else []
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
 
 
 def tunnel(t: Target, local_port: int, remote_port: int) -> subprocess.Popen[bytes]:

@@ -21,6 +21,7 @@ File layout::
     tp = 4
     port = 5050
     version = "0.6.1.post2"              # the pinned vLLM version; docker = "vllm/vllm-openai:v0.6.1.post2"
+    num_nodes = 1                        # `scorecheck cloud`: nodes that each serve a replica (SkyPilot num_nodes)
 
     [[configuration]]
     name = "Reflection 70B"
@@ -45,7 +46,7 @@ from typing import Any
 
 from scorecheck.config import read_toml
 from scorecheck.errors import ScorecheckError, UsageError
-from scorecheck.serving import ServerGroup, ServerSpec, write_identity
+from scorecheck.serving import ServerGroup, ServerSpec, models_listed, write_identity
 
 RESERVED = {"endpoints", "endpoint", "out", "model"}
 """Run options a configuration cannot set: the study derives them from its server and its out directory."""
@@ -73,6 +74,10 @@ class Study:
     configurations: list[Configuration]
     server_urls: dict[str, list[str]] = field(default_factory=dict)
     """Servers already running elsewhere (``--server NAME=URL``): not started, their URLs used as is."""
+    num_nodes: dict[str, int] = field(default_factory=dict)
+    """A server's ``num_nodes`` (``scorecheck cloud``: one replica per node), where given."""
+    node_urls: dict[str, list[str]] = field(default_factory=dict)
+    """Replicas of a server on other nodes, used beside the one started here once they are ready."""
 
     def run_dir(self, c: Configuration) -> Path:
         return self.out / c.slug
@@ -102,10 +107,14 @@ def load(path: str | Path) -> Study:
     name = str(raw.get("name") or p.stem)
     run = dict(raw.get("run") or {})
     servers: dict[str, ServerSpec] = {}
+    num_nodes: dict[str, int] = {}
     for i, s in enumerate(raw.get("server") or []):
         s = dict(s)
         sname = s.get("name") or f"server{i + 1}"
         s["name"] = sname
+        nodes = s.pop("num_nodes", 1)
+        if not isinstance(nodes, int) or isinstance(nodes, bool) or nodes < 1:
+            raise UsageError(f"{p}: server {sname!r}: num_nodes = {nodes!r}; give a whole number, at least 1")
         if sname in servers:
             raise UsageError(f"{p}: two servers named {sname!r}")
         try:
@@ -114,6 +123,8 @@ def load(path: str | Path) -> Study:
             raise UsageError(f"{p}: server {sname!r}: {e}") from None
         except ScorecheckError as e:
             raise UsageError(f"{p}: server {sname!r}: {e}") from None
+        if nodes > 1:
+            num_nodes[sname] = nodes
     if not servers:
         raise UsageError(f"{p}: no [[server]]")
     configs: list[Configuration] = []
@@ -133,7 +144,7 @@ def load(path: str | Path) -> Study:
     slugs = [c.slug for c in configs]
     if len(set(slugs)) != len(slugs):
         raise UsageError(f"{p}: configuration names must differ after lowercasing: {slugs}")
-    study = Study(name, p, Path(raw.get("out") or f"runs/{name}"), run, servers, configs)
+    study = Study(name, p, Path(raw.get("out") or f"runs/{name}"), run, servers, configs, num_nodes=num_nodes)
     from scorecheck import config as cfgmod
 
     for c in configs:  # every key and value checked now (not the eval names: see above)
@@ -175,8 +186,10 @@ def _interrupt(*_: object) -> None:
 
 
 def run_study(study: Study, overrides: dict[str, Any] | None = None, only: list[str] | None = None,
-              note: Any = None, poll: float = 0.5) -> int:  # fmt: skip
-    """Run the study; returns 0 when every configuration finished, else the first non-zero exit code."""
+              note: Any = None, poll: float = 0.5, before_server: Any = None) -> int:  # fmt: skip
+    """Run the study; returns 0 when every configuration finished, else the first non-zero exit code.
+    ``before_server(name)`` is called before each server this run needs starts (``scorecheck cloud``: the other
+    nodes start their replicas of it)."""
     note = note or (lambda m: print(m, file=sys.stderr, flush=True))
     state = StudyState(study.out / "study.json")
     wanted = [c for c in study.configurations if not only or c.name in only or c.slug in only]
@@ -200,6 +213,8 @@ def run_study(study: Study, overrides: dict[str, Any] | None = None, only: list[
             if not todo:
                 continue
             check_ready_to_run(study, [c for c, _ in todo], overrides)
+            if before_server is not None:
+                before_server(sname)
             code = _run_server(study, sname, spec, todo, state, overrides, note, poll)
             worst = worst or code
     finally:
@@ -228,6 +243,82 @@ def check_ready_to_run(study: Study, configs: list[Configuration], overrides: di
                 loaded.add(key)
 
 
+class Replicas:
+    """A server's replicas (base URLs), which of them answer, and notes when one stops or comes back.
+
+    The same for replicas started here (``replicas = N``: a dead process) and on other nodes (``num_nodes``: its
+    ``/v1/models`` stops answering): a lost replica is reported and the run goes on on the others (the client
+    passes over an endpoint that refuses connections); when none is left, the run stops, resumable."""
+
+    def __init__(self, urls: list[str], model: str, group: ServerGroup | None, note: Any, every: float = 5.0) -> None:
+        self.urls = list(urls)
+        self.model = model
+        self.local = {s.base_url: s for s in (group.servers if group else [])}
+        self.note = note
+        self.every = every
+        self.lost: dict[str, str] = {}
+        self._next = 0.0
+
+    def _why_down(self, url: str) -> str | None:
+        server = self.local.get(url)
+        if server is not None:
+            try:
+                server.check_alive()
+            except ScorecheckError as e:
+                return str(e)
+            return None
+        names = models_listed(url, timeout=3.0)
+        if names is None:
+            return "it stopped answering"
+        return None if self.model in names else f"it no longer lists {self.model}"
+
+    def wait_ready(self, urls: list[str], timeout: float) -> None:
+        """Wait until every URL in ``urls`` lists the model; one still not ready at ``timeout`` is left out."""
+        t0 = time.monotonic()
+        waiting = list(urls)
+        next_note = t0
+        while waiting and time.monotonic() - t0 < timeout:
+            waiting = [u for u in waiting if self.model not in (models_listed(u, timeout=3.0) or [])]
+            if waiting and time.monotonic() >= next_note:
+                self.note(f"waiting for {len(waiting)} of {len(self.urls)} replicas ({', '.join(waiting)}), "
+                          f"{time.monotonic() - t0:.0f}s of {timeout:.0f}s")  # fmt: skip
+                next_note = time.monotonic() + 30
+            if waiting:
+                time.sleep(0.5)
+        for u in waiting:
+            self.lost[u] = f"not ready after {timeout:.0f}s"
+            self.note(f"replica {u}: not ready after {timeout:.0f}s; left out")
+        if self.live:
+            self.note(f"{len(self.live)} of {len(self.urls)} replicas ready: {', '.join(self.live)}")
+
+    @property
+    def live(self) -> list[str]:
+        return [u for u in self.urls if u not in self.lost]
+
+    def check(self, force: bool = False) -> None:
+        """Note replicas lost or back; raise when none is left."""
+        due = force or time.monotonic() >= self._next  # other nodes: every few seconds; processes here: always
+        if due:
+            self._next = time.monotonic() + self.every
+        for u in self.urls:
+            if not due and u not in self.local:
+                continue
+            why = self._why_down(u)
+            if why and u not in self.lost:
+                self.lost[u] = why
+                self.note(f"replica {u} lost ({why}); {len(self.live)} of {len(self.urls)} left, the run goes on on "
+                          "them")  # fmt: skip
+            elif why is None and u in self.lost:
+                del self.lost[u]
+                self.note(f"replica {u} is back; {len(self.live)} of {len(self.urls)} up")
+        if not self.live:
+            raise ScorecheckError("every replica of the server is gone: " +
+                                  "; ".join(f"{u}: {w}" for u, w in self.lost.items()))  # fmt: skip
+
+    def record(self) -> dict[str, Any]:
+        return {"replicas": self.urls, "lost": dict(self.lost)}
+
+
 def _run_server(study: Study, sname: str, spec: ServerSpec, todo: list[tuple[Configuration, str]],
                 state: StudyState, overrides: dict[str, Any] | None, note: Any, poll: float) -> int:  # fmt: skip
     group: ServerGroup | None = None
@@ -246,14 +337,19 @@ def _run_server(study: Study, sname: str, spec: ServerSpec, todo: list[tuple[Con
         group.start()
         urls = group.base_urls
         identity = group.identity()
+    remote = study.node_urls.get(sname, [])
+    replicas = Replicas([*urls, *remote], spec.model_name, group, note)
     procs: dict[str, tuple[Configuration, str, subprocess.Popen[bytes]]] = {}
     try:
+        if remote:
+            replicas.wait_ready(remote, spec.ready_timeout)
+            identity = {"here": identity, "other_nodes": remote}
         for c, fp in todo:
             rd = study.run_dir(c)
             rd.mkdir(parents=True, exist_ok=True)
             write_identity(rd / "server.json", identity)
             values = study.run_values(c, overrides)
-            values["endpoints"] = [{"base_url": u} for u in urls]
+            values["endpoints"] = [{"base_url": u} for u in replicas.live]
             job = rd / "study-job.json"
             job.write_text(json.dumps({"values": values, "origin": f"{study.path}: configuration {c.name!r}"}))
             log = open(rd / "run.log", "ab")
@@ -275,15 +371,17 @@ def _run_server(study: Study, sname: str, spec: ServerSpec, todo: list[tuple[Con
                 tail = "" if code == 0 else ": " + _tail(study.run_dir(c) / "run.log")
                 note(f"{c.name}: {status} (exit {code}){tail}")
                 worst = worst or code
-            if group is not None and procs:
+            if procs and (group is not None or remote):
                 try:
-                    group.check_alive()
+                    replicas.check()
                 except ScorecheckError as e:
                     _stop_children(procs)
                     for c, fp, p in procs.values():
                         state.set(c, fp, "interrupted", p.returncode)
                     procs.clear()
                     raise ScorecheckError(f"{e}. Everything finished is kept: run the same command to resume") from None
+        if replicas.lost:
+            write_identity(study.out / "servers" / f"{sname}-replicas.json", replicas.record())
         return worst
     except KeyboardInterrupt:
         _stop_children(procs)
