@@ -9,12 +9,11 @@ Tables:
 - ``sessions``: one row per invocation on this directory.
 - ``meta``: key/value facts about the run.
 
-A finished answer is committed (:meth:`Store.commit`, a group commit per turn of the event loop) before the runner
-counts it as finished or grades it, so a killed run re-sends only what was in flight. ``sends`` and ``samples`` rows are buffered and ride
-along with the next commit (or :meth:`Store.flush`): a lost sample is graded again from its stored answer, never
-re-sent. WAL mode, ``synchronous=NORMAL``: a commit survives the death of the process (SIGKILL, OOM), not a power
-cut of the machine; per answer that costs about 1% of the harness's requests/s (BENCHMARKS.md), FULL (an fsync per
-commit) would bound the rate by the disk's sync latency.
+A finished answer is committed (:meth:`Store.commit`, a group commit within 2 ms) before the runner counts it as
+finished or grades it, so a killed run re-sends only what was in flight. ``sends`` and ``samples`` rows are buffered
+and ride along with the next commit (or :meth:`Store.flush`): a lost sample is graded again from its stored answer,
+never re-sent. WAL mode, ``synchronous=NORMAL``: a commit survives the death of the process (SIGKILL, OOM), not a
+power cut of the machine (FULL, an fsync per commit, would bound the rate by the disk's sync latency).
 Every SQLite or file-system failure (a full disk, a read-only directory) is a one-line :class:`StoreError`; what was
 committed before it is kept.
 A run holds an exclusive ``flock`` on ``run.lock`` for its lifetime; a second process on the same directory is
@@ -71,6 +70,11 @@ def request_key(model: str, model_identity: str, messages: list[dict[str, Any]],
     payload = {"model": model, "identity": model_identity, "messages": messages, "sampling": sampling,
                "sample": sample_index}  # fmt: skip
     return hashlib.sha256(canonical(payload).encode()).hexdigest()
+
+
+COMMIT_WINDOW_S = 0.002
+"""How long a group commit waits for more answers: at 3,000 answers/s about six per transaction (BENCHMARKS.md:
+the same requests/s as the 0.5 s flush on a quiet machine; committing each loop turn cost about a fifth)."""
 
 
 class Store:
@@ -156,12 +160,12 @@ class Store:
         self._requests.append(tuple(row.get(c) for c in REQUEST_COLS))
 
     async def commit(self) -> None:
-        """Return once everything buffered so far is committed. Group commit: every caller that arrives in the
-        same turn of the event loop waits on one transaction, run as the loop's next callback."""
+        """Return once everything buffered so far is committed. Group commit: every caller that arrives within
+        :data:`COMMIT_WINDOW_S` of the first waits on one transaction."""
         if self._commit_waiter is None:
             loop = asyncio.get_running_loop()
             self._commit_waiter = loop.create_future()
-            loop.call_soon(self._group_commit)
+            loop.call_later(COMMIT_WINDOW_S, self._group_commit)
         await asyncio.shield(self._commit_waiter)
 
     def _group_commit(self) -> None:
