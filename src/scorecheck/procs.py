@@ -7,8 +7,8 @@ started it ends. Children are started from the main thread (the event loop's), o
 
 - :func:`preexec` is a ``subprocess.Popen(preexec_fn=...)`` for a child that is exec'd: the setting survives
   ``execve`` (not of a set-user-ID binary) and is set after ``Popen(user=...)`` switched the uid, which would clear it.
-- :func:`pool_worker_init` is a ``ProcessPoolExecutor(initializer=...)``: the worker dies with scorecheck and
-  ignores SIGINT (Ctrl-C reaches the whole foreground process group; the parent stops the pool).
+- :class:`ChildPool` with :func:`pool_worker_init` as its initializer: the workers die with scorecheck and ignore
+  SIGINT, from their start (Ctrl-C reaches the whole foreground process group; the parent stops the pool).
 - :func:`stop_pool` stops a pool without waiting on a busy worker: ``shutdown(wait=True)`` waits for a grade stuck in
   C code, which is what hung Ctrl-C.
 """
@@ -50,9 +50,23 @@ def preexec(sig: int = signal.SIGTERM) -> Callable[[], None]:
     return _preexec
 
 
+class ChildPool(ProcessPoolExecutor):
+    """A process pool whose workers start with SIGINT blocked (inherited through fork and exec, as multiprocessing
+    does for its resource tracker): a Ctrl-C while a worker is still importing is not a traceback from it.
+    :func:`pool_worker_init` then ignores SIGINT for good and unblocks it."""
+
+    def _spawn_process(self) -> None:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            super()._spawn_process()  # type: ignore[misc]
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def pool_worker_init(parent: int) -> None:
-    """``ProcessPoolExecutor(initializer=pool_worker_init, initargs=(os.getpid(),))``."""
+    """``ChildPool(initializer=pool_worker_init, initargs=(os.getpid(),))``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     die_with_parent(signal.SIGKILL, parent)
 
 

@@ -27,7 +27,7 @@ from scorecheck.config import Resolved
 from scorecheck.errors import EndpointError, RunAborted
 from scorecheck.grading.judge import judge_messages, judge_says_yes
 from scorecheck.grading.plan import GradingPlan
-from scorecheck.procs import pool_worker_init, stop_pool
+from scorecheck.procs import ChildPool, pool_worker_init, stop_pool
 from scorecheck.store import Store, canonical, request_key
 
 GRADING_VERSION = "2"
@@ -481,8 +481,8 @@ class Runner:
 
     def _worker_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=pool_worker_init, initargs=(os.getpid(),))  # fmt: skip
+            self._pool = ChildPool(max_workers=2, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=pool_worker_init, initargs=(os.getpid(),))  # fmt: skip
         return self._pool
 
     def _replace_pool(self, pool: ProcessPoolExecutor) -> None:
