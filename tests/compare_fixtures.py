@@ -3,12 +3,12 @@ exact, and able to carry hostile model output."""
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
 
 from scorecheck.report import eval_result
+from scorecheck.results import build_results, split_timing, write_json, write_jsonl
 
 HOSTILE = [
     "<script>window.__pwned = (window.__pwned || 0) + 1</script>Answer: A",
@@ -52,7 +52,7 @@ def make_run(path: Path, system_prompt: str, accuracy: dict[str, float], n: int 
             trunc = bool(truncated_every) and i % truncated_every == 0
             unparsed = not right and i % 3 == 0
             recs.append({
-                "eval": e, "item_id": f"{e}-{i}", "sample_index": 0, "prompt": f"Question {i} of {e}? <b>bold</b>",
+                "eval": e, "item_id": f"{e}-{i}", "sample_index": 0, "status": "ok", "prompt": f"Question {i} of {e}? <b>bold</b>",
                 "response": resp, "reasoning": f"think about item {i}",
                 "answer_text": f"Answer: {gold if right else 'Z'}" if not (hostile and i < len(HOSTILE)) else resp,
                 "extracted": None if unparsed else (gold if right else "Z"), "gold": gold,
@@ -66,15 +66,12 @@ def make_run(path: Path, system_prompt: str, accuracy: dict[str, float], n: int 
         bench.name = e
         evals[e] = eval_result(bench, recs)  # the real aggregator: same keys as a run's results.json
         samples += recs
-    results = {
-        "model": "synthetic-model",
-        "protocol": {"name": "glaive-2024"},
-        "config": {"system_prompt": {"name": system_prompt}, "reasoning": "reflection", "limit": n},
-        "evals": evals,
-        "notes": [],
-    }
-    (path / "results.json").write_text(json.dumps(results, indent=2))
-    with open(path / "samples.jsonl", "w") as f:
-        for s in samples:
-            f.write(json.dumps(s) + "\n")
+    results = build_results(
+        model="synthetic-model", protocol={"name": "glaive-2024"},
+        config={"system_prompt": {"name": system_prompt}, "reasoning": "reflection", "limit": n,
+                "evals": list(accuracy)},
+        evals=evals, notes=[], started=0.0, ended=1.0,
+    )  # fmt: skip
+    write_json(path / "results.json", results)
+    write_jsonl(path / "samples.jsonl", (split_timing(s)[0] for s in samples))
     return path

@@ -16,6 +16,7 @@ from scorecheck.compare import claimstats as cs
 from scorecheck.compare import compare
 from scorecheck.compare.audit import audit
 from scorecheck.compare.references import load_reference
+from scorecheck.results import build_results, split_timing, write_json, write_jsonl
 from scorecheck.stats import wilson
 
 
@@ -113,17 +114,18 @@ def _run(path: Path, eval_name: str, right: list[bool], truncated: list[bool] | 
     samples = []
     for i, r in enumerate(right):
         t = bool(truncated and truncated[i])
-        samples.append({"eval": eval_name, "item_id": f"{eval_name}-{i}", "sample_index": 0, "score": float(r),
-                        "flags": {"truncated": t, "unparsed": False, "failed": False}})  # fmt: skip
+        samples.append({"eval": eval_name, "item_id": f"{eval_name}-{i}", "sample_index": 0, "status": "ok",
+                        "score": float(r), "flags": {"truncated": t, "unparsed": False, "failed": False}})  # fmt: skip
     n = len(right)
     k = sum(right)
     evals = {eval_name: {"score": k / n, "n": n, "n_items": n, "ci95": list(wilson(k, n) or (0, 1)),
                          "counts": {"truncated": sum(truncated or [])}}}  # fmt: skip
     sampling = {"temperature": 0.0, "max_tokens": max_tokens or 6000}
-    results = {"model": "m", "protocol": {"name": "glaive-2024"}, "evals": evals,
-               "config": {"limit": limit, "sampling": sampling}}  # fmt: skip
-    (path / "results.json").write_text(json.dumps(results))
-    (path / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    results = build_results(model="m", protocol={"name": "glaive-2024"}, evals=evals, notes=[], started=0.0, ended=1.0,
+                            config={"limit": limit, "sampling": sampling, "system_prompt": {"name": "none"},
+                                    "evals": [eval_name]})  # fmt: skip
+    write_json(path / "results.json", results)
+    write_jsonl(path / "samples.jsonl", (split_timing(s)[0] for s in samples))
     return path
 
 

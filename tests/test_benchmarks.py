@@ -32,7 +32,7 @@ def gpqa_rows(data_dir):
 
 @pytest.fixture(scope="module")
 def gpqa_full():
-    items, hashes = GPQA("main").load("glaive-2024", None)
+    items, hashes = GPQA("main").load(None)
     return items, hashes
 
 
@@ -94,7 +94,7 @@ def test_gpqa_prompt_of_first_item(gpqa_full, gpqa_rows):
 
 @pytest.mark.parametrize("limit", [1, 5, 20])
 def test_gpqa_limit_draws_subset_from_the_same_rng(gpqa_rows, limit):
-    items, _ = GPQA("main").load("glaive-2024", limit)
+    items, _ = GPQA("main").load(limit)
     idx, perms = independent_perms(len(gpqa_rows), limit)
     assert len(items) == limit
     assert [it.id for it in items] == [gpqa_rows[i]["Record ID"] for i in idx]
@@ -104,7 +104,7 @@ def test_gpqa_limit_draws_subset_from_the_same_rng(gpqa_rows, limit):
 
 def test_gpqa_limit_perms_differ_from_full_run(gpqa_full, gpqa_rows):
     full = {it.id: it.meta["permutation"] for it in gpqa_full[0]}
-    sub, _ = GPQA("main").load("glaive-2024", 20)
+    sub, _ = GPQA("main").load(20)
     assert any(full[it.id] != it.meta["permutation"] for it in sub)
 
 
@@ -156,7 +156,7 @@ def mmlu_rows(data_dir):
 
 @pytest.fixture(scope="module")
 def mmlu_full():
-    return MMLU().load("glaive-2024", None)
+    return MMLU().load(None)
 
 
 def test_mmlu_count_and_hash(mmlu_full):
@@ -219,7 +219,7 @@ def test_mmlu_golds_and_categories(mmlu_full, mmlu_rows):
 @pytest.mark.parametrize("limit", [1, 100])
 def test_mmlu_limit_is_fork_sample(mmlu_full, limit):
     full, _ = mmlu_full
-    sub, _ = MMLU().load("glaive-2024", limit)
+    sub, _ = MMLU().load(limit)
     expected = random.Random(0).sample(full, limit)
     assert [it.id for it in sub] == [it.id for it in expected]
     assert [it.prompt for it in sub] == [it.prompt for it in expected]
@@ -269,7 +269,7 @@ def test_mmlu_aggregate_uses_subject_averages():
 
 
 def test_gsm8k_load(data_dir):
-    items, hashes = GSM8K().load("glaive-2024", None)
+    items, hashes = GSM8K().load(None)
     assert len(items) == 1319
     assert items[0].gold == "18"
     row0 = json.loads((data_dir / "gsm8k" / "test.jsonl").read_text().splitlines()[0])
@@ -279,10 +279,10 @@ def test_gsm8k_load(data_dir):
 
 
 def test_gsm8k_limit_is_fork_sample():
-    full, _ = GSM8K().load("glaive-2024", None)
-    sub, _ = GSM8K().load("glaive-2024", 25)
+    full, _ = GSM8K().load(None)
+    sub, _ = GSM8K().load(25)
     assert [it.id for it in sub] == [it.id for it in random.Random(0).sample(full, 25)]
 
 
 def test_item_type():
-    assert isinstance(GSM8K().load("glaive-2024", 1)[0][0], Item)
+    assert isinstance(GSM8K().load(1)[0][0], Item)

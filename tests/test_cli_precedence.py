@@ -27,7 +27,8 @@ TABLE = {
         lambda d: d["evals"],
     ),  # fmt: skip
     "limit": ("--limit", "limit = {}", (2, 3, 4), None, lambda d: d["limit"]),
-    "epochs": ("--epochs", "epochs = {}", (2, 3, 4), 1, lambda d: d["samples"]),
+    # epochs and reasoning default to each eval's protocol default (recorded as None, resolved per eval)
+    "epochs": ("--epochs", "epochs = {}", (2, 3, 4), None, lambda d: d["samples"]),
     "system_prompt": (
         "--system-prompt",
         'system_prompt = "{}"',
@@ -39,7 +40,7 @@ TABLE = {
         "--reasoning",
         'reasoning = "{}"',
         ("think", "reflection", "reasoning-field"),
-        "none",
+        None,
         lambda d: d["reasoning"],
     ),  # fmt: skip
     "grader": ("--grader", 'grader = "{}"', ("judge", "both", "symbolic"), "symbolic", lambda d: d["grader"]),

@@ -85,13 +85,14 @@ def test_scrubbed_argv_forms():
     from scorecheck.cli import scrubbed_argv
 
     env: dict[str, str] = {}
-    argv = ["scorecheck", "run", "--api-key=sk-1", "--header", "Authorization: Bearer t-1", "--header=X-Route: blue",
-            "--model", "m", "--", "--api-key", "literal"]  # fmt: skip
+    argv = ["scorecheck", "run", "--api-key=sk-1", "--header", "Authorization: Bearer t-1", "--header=User-Agent: t",
+            "--header", "X-Credential: c-1", "--model", "m", "--", "--api-key", "literal"]  # fmt: skip
     new = scrubbed_argv(argv, env)
-    assert new is not None and not any("sk-1" in a or "t-1" in a for a in new)
+    assert new is not None and not any("sk-1" in a or "t-1" in a or "c-1" in a for a in new)
     assert new[:2] == ["scorecheck", "run"] and new[-2:] == ["--api-key", "literal"]  # after --: left alone
-    assert ["--header", "X-Route: blue"] == new[new.index("--header") : new.index("--header") + 2]  # no secret
+    # only an allowlisted header stays (X-Credential matches no secret-looking name and is moved all the same)
+    assert ["--header", "User-Agent: t"] == new[new.index("--header") : new.index("--header") + 2]
     moved = dict(a.split("=", 1) for a in new if a.startswith("Authorization="))
     assert env["SCORECHECK_MOVED_API_KEY"] == "sk-1" and env[moved["Authorization"]] == "Bearer t-1"
-    assert scrubbed_argv(["scorecheck", "run", "--header", "X-Route: blue"], {}) is None
+    assert scrubbed_argv(["scorecheck", "run", "--header", "Accept: text/plain"], {}) is None
     assert scrubbed_argv(["scorecheck", "serve", "vllm", "m", "--", "--api-key", "x"], {}) is None

@@ -16,6 +16,7 @@ from scorecheck.compare.paired import bootstrap_diff, mcnemar_exact, paired_test
 from scorecheck.compare.references import load_reference, shipped
 from scorecheck.compare.render import to_csv, to_markdown
 from scorecheck.embedded import MODEL_ALIAS
+from scorecheck.results import SCHEMA_VERSION, RecordError
 
 # --- statistics ------------------------------------------------------------------------------------------------------
 
@@ -190,19 +191,28 @@ def test_script_json_escapes_separators():
     assert json.loads(s) == {"x": "</script>\u2028&"}
 
 
-def test_missing_keys_never_crash(tmp_path):
+def test_fields_the_models_do_not_name_are_kept(tmp_path):
+    """Permissive on optional fields: a minimal versioned record with fields added later (HumanEval pass@k,
+    IFEval's sub-scores) compares as before; without schema_version it is a one-line error, not a guess."""
     run = tmp_path / "bare"
     run.mkdir()
-    (run / "results.json").write_text(json.dumps({"evals": {"humaneval": {"score": 0.5, "pass_at_k": {
-        "pass@1": 0.5, "pass@5": 0.7}, "contained": False}, "ifeval": {
-        "score": 0.6, "n": 3, "prompt_strict": 0.5, "instruction_strict": 0.6, "prompt_loose": 0.6,
-        "instruction_loose": 0.7, "checker_difference": {"prompts_graded_differently": 1}}}}))  # fmt: skip
+    ev = {"n_items": 3, "n": 3}
+    rec = {"schema_version": SCHEMA_VERSION, "scorecheck": {"version": "0"}, "protocol": {"name": "p"}, "model": "m",
+           "config": {"system_prompt": {"name": "none"}}, "evals": {"humaneval": {**ev, "score": 0.5, "pass_at_k": {
+        "pass@1": 0.5, "pass@5": 0.7}, "contained": False}, "ifeval": {**ev,
+        "score": 0.6, "prompt_strict": 0.5, "instruction_strict": 0.6, "prompt_loose": 0.6,
+        "instruction_loose": 0.7, "checker_difference": {"prompts_graded_differently": 1}}}}  # fmt: skip
+    (run / "results.json").write_text(json.dumps(rec))
     cmp = compare([run])
     assert ("ifeval", "prompt-strict") in cmp.rows and ("ifeval", "instruction-loose") in cmp.rows
     assert any("checkers disagree on 1" in p for p in cmp.cells[("ifeval", "score", "bare")].problems)
     assert cmp.cells[("humaneval", "pass@5", "bare")].score == 0.7
     assert any("isolation" in p for p in cmp.cells[("humaneval", "score", "bare")].problems)
     to_markdown(cmp), to_csv(cmp), to_html(cmp, None)
+    del rec["schema_version"]
+    (run / "results.json").write_text(json.dumps(rec))
+    with pytest.raises(RecordError, match="no schema_version"):
+        compare([run])
 
 
 def test_cli_errors(cli, tmp_path):
@@ -288,3 +298,18 @@ def test_ifeval_paired_values_average_to_the_headline():
             sum(all(lo) for _, lo in prompts) / 4, sum(sum(lo) for _, lo in prompts) / n_instr]  # fmt: skip
     z = sample_scores(samples, "ifeval", "score", {"evals": {"ifeval": {"checker": "glaive-2024"}}})
     assert sum(z.values()) / len(z) == pytest.approx(sum(four) / 4)
+
+
+def test_ifeval_sub_scores_carry_their_own_n(tmp_path):
+    """prompt-level numbers are over prompts, instruction-level ones over instructions, as results.json's metrics."""
+    run = tmp_path / "ifeval"
+    run.mkdir()
+    metrics = {"prompt_strict": {"value": 0.5, "correct": 2, "n": 4}, "instruction_strict": {"value": 0.7, "correct": 7,
+               "n": 10}}  # fmt: skip
+    rec = {"schema_version": SCHEMA_VERSION, "scorecheck": {"version": "0"}, "protocol": {"name": "p"}, "model": "m",
+           "config": {"system_prompt": {"name": "none"}}, "evals": {"ifeval": {"n_items": 4, "n": 4, "score": 0.6,
+           "prompt_strict": 0.5, "instruction_strict": 0.7, "metrics": metrics}}}  # fmt: skip
+    (run / "results.json").write_text(json.dumps(rec))
+    cmp = compare([run])
+    assert cmp.cells[("ifeval", "prompt-strict", "ifeval")].n == 4
+    assert cmp.cells[("ifeval", "instruction-strict", "ifeval")].n == 10

@@ -49,7 +49,8 @@ def test_run_starts_embedded_model_and_writes_outputs(cli, tmp_path, data_dir):
     samples = _samples(out)
     assert len(samples) == 6
     assert all(s["finish_reason"] in ("stop", "length") for s in samples)
-    assert all(s["latency"] > 0 for s in samples)
+    timings = [json.loads(line) for line in (out / "timings.jsonl").read_text().splitlines()]
+    assert len(timings) == 6 and all(t["latency"] > 0 for t in timings)
     gsm = [s for s in samples if s["eval"] == "gsm8k"]
     assert all(s["grader"] in (None, "unparsed") or s["grader"].startswith("symbolic:math-verify") for s in gsm)
     summary = (out / "summary.md").read_text()

@@ -87,7 +87,7 @@ def test_gsm8k_unparsed_scores_zero():
 
 
 def test_gsm8k_gold_parsing(data_dir):
-    items, _ = GSM8K().load("glaive-2024", None)
+    items, _ = GSM8K().load(None)
     rows = [json.loads(line) for line in (data_dir / "gsm8k" / "test.jsonl").read_text().splitlines() if line.strip()]
     assert len(items) == len(rows) == 1319
     assert items[0].gold == "18"
@@ -99,10 +99,8 @@ def test_gsm8k_gold_parsing(data_dir):
 
 
 def test_multichoice_pattern_is_the_protocols():
-    from scorecheck.benchmarks import gsm8k, mmlu
-
-    assert mmlu.ANSWER_RE.pattern == P.ANSWER_PATTERN_MULTICHOICE
-    assert gsm8k.ANSWER_RE.pattern == P.ANSWER_PATTERN
+    assert MMLU().spec.extraction.patterns == (P.ANSWER_PATTERN_MULTICHOICE,)
+    assert GSM8K().spec.extraction.patterns == (P.ANSWER_PATTERN,)
 
 
 @pytest.mark.parametrize(

@@ -91,7 +91,11 @@ def test_transient_faults_are_retried_and_scored(stub, tmp_path):
     recs = samples(out)
     assert len(recs) == LIMIT
     assert all(s["status"] == "ok" and s["score"] is not None and s["finish_reason"] == "stop"
-               and s["completion_tokens"] == 5 and s["latency"] is not None for s in recs)  # fmt: skip
+               and s["completion_tokens"] == 5 and "latency" not in s for s in recs)  # fmt: skip
+    # timing lives apart, in timings.jsonl, line for line with samples.jsonl
+    timings = [json.loads(line) for line in (out / "timings.jsonl").read_text().splitlines()]
+    assert [(t["eval"], t["item_id"]) for t in timings] == [(s["eval"], s["item_id"]) for s in recs]
+    assert all(t["latency"] is not None and t["latency"] >= 0 for t in timings)
 
 
 def test_hang_times_out_and_is_retried(stub, tmp_path):
@@ -209,17 +213,26 @@ def test_api_key_is_sent_and_never_written(stub, tmp_path):
 
 
 def test_api_key_flag_and_auth_header_are_never_written(stub, tmp_path):
-    """--api-key and --header put secrets in argv and in the configuration; the run directory keeps neither."""
-    secret, token = "sk-secret-9a8b7c6d5e4f", "tok-secret-0a1b2c3d"
+    """--api-key and --header put secrets in argv and in the configuration; the run directory keeps neither. A
+    header's value is recorded only when the header is on the short allowlist (X-Credential is on no list of secret
+    names, and is redacted all the same)."""
+    secret, token, cred = "sk-secret-9a8b7c6d5e4f", "tok-secret-0a1b2c3d", "cred-4e5f6a7b8c9d"
     out = tmp_path / "run"
-    r = run(stub.base_url, out, "--api-key", secret, "--header", f"X-Api-Key: {token}", "--header", "X-Route: blue")
+    r = run(stub.base_url, out, "--api-key", secret, "--header", f"X-Api-Key: {token}", "--header",
+            f"X-Credential: {cred}", "--header", "User-Agent: scorecheck-test/1")  # fmt: skip
     assert r.code == 0, r.err
     assert stub.stats()["last_authorization"] == f"Bearer {secret}"
     for p in (p for p in out.rglob("*") if p.is_file()):
         data = p.read_bytes()
-        assert secret.encode() not in data and token.encode() not in data, p
-    # headers that are not secrets are still recorded
-    assert json.loads((out / "config.json").read_text())["endpoints"][0]["headers"]["X-Route"] == "blue"
+        assert secret.encode() not in data and token.encode() not in data and cred.encode() not in data, p
+    for name in ("config.json", "results.json"):
+        rec = json.loads((out / name).read_text())
+        ep = (rec.get("config") or rec)["endpoints"][0]
+        # the deprecated flag's values moved to the environment (the CLI's scrub): only the variables' names recorded
+        assert ep["headers"] == {"User-Agent": "scorecheck-test/1"} and set(ep["header_env"]) == {
+            "X-Api-Key",
+            "X-Credential",
+        }, name
 
 
 def test_several_base_urls_share_the_load(stub, tmp_path):

@@ -98,3 +98,52 @@ def test_report_renders_filters_and_runs_no_hostile_script(browser, page_file):
     print(f"screenshot: {shot}")
     assert shot.stat().st_size > 10_000
     page.close()
+
+
+BIDI_TEXT = "Answer: A \u202eevil\u202c and a nul \u0000 here \u2066isolate\u2069"
+FORMULA_LABELS = ['=HYPERLINK("http://x","y")', "@SUM(A1)", "+1+1", "-2+3", "\tTAB", "\rCR"]
+
+
+def test_bidi_and_null_characters_are_made_visible_in_chromium_and_in_the_file(browser, tmp_path):
+    """An RTL override in a response, a NUL and an isolate, and an override in a run's label: shown as visible markers,
+    never as live controls, in the page Chromium renders and in the HTML file itself."""
+    from scorecheck.results import read_samples, write_jsonl
+
+    run = make_run(tmp_path / "bidi\u202erun", "default", {"mmlu": 0.5}, n=8, seed=3)
+    samples = read_samples(run / "samples.jsonl")
+    samples[0].response = samples[0].answer_text = BIDI_TEXT
+    write_jsonl(run / "samples.jsonl", samples)
+    html = to_html(compare([run]), None)
+    controls = "\u202e\u202c\u2066\u2069\u0000"
+    assert not any(c in html for c in controls)  # the file: no raw control character anywhere
+    assert "⟦U+202E⟧evil⟦U+202C⟧" in html and "⟦U+0000⟧" in html
+    path = tmp_path / "report.html"
+    path.write_text(html, encoding="utf-8")
+    page = browser.new_page()
+    page.goto(path.as_uri())
+    page.wait_for_selector("body[data-ready='1']", timeout=15_000)
+    page.locator("#rows tr.sample").first.click()
+    shown = page.locator("tr.detail pre.response").first.text_content()
+    assert "⟦U+202E⟧evil⟦U+202C⟧ and a nul ⟦U+0000⟧ here ⟦U+2066⟧isolate⟦U+2069⟧" in shown
+    body = page.evaluate("document.body.textContent")
+    assert "bidi⟦U+202E⟧run" in body and not any(c in body for c in controls)
+    page.close()
+
+
+def test_csv_formula_cells_are_neutralised_numbers_untouched(tmp_path):
+    import csv
+    import io
+
+    from scorecheck.compare.render import to_csv
+
+    runs = [make_run(tmp_path / f"r{i}", "default", {"mmlu": 0.5}, n=8, seed=i) for i in range(len(FORMULA_LABELS))]
+    text = to_csv(compare(runs, labels=FORMULA_LABELS))
+    (tmp_path / "report.csv").write_text(text)
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "report.csv").read_bytes().decode(), newline="")))
+    cells = [r for r in rows if r["section"] == "cell" and r["metric"] == "score"]
+    assert [r["config"] for r in cells] == ["'" + label for label in FORMULA_LABELS]
+    assert all(not r["config"].startswith(("=", "+", "-", "@", "\t", "\r")) for r in rows)
+    paired = [r for r in rows if r["section"] == "paired"]
+    assert paired and all(r["config"].startswith("'") and r["config_b"].startswith("'") for r in paired)
+    assert any(r["diff"].startswith("-") for r in paired)  # a negative number stays a number
+    assert all(float(r["diff"]) == float(r["diff"]) for r in paired) and all(float(r["score"]) >= 0 for r in cells)

@@ -41,12 +41,12 @@ def test_instruction_and_pattern_are_the_forks(data_dir):
 
 
 def test_items_prompt_and_subset(data_dir):
-    items, shas = HumanEval().load("glaive-2024", None)
+    items, shas = HumanEval().load(None)
     problems = read_problems(str(data_dir / "humaneval" / "HumanEval.jsonl.gz"))
     assert len(items) == 164 and [i.id for i in items] == [p["task_id"] for p in problems]
     assert shas["humaneval"] == "b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef"
     assert items[0].prompt == P.INSTRUCTION_HUMANEVAL + problems[0]["prompt"]
-    sub, _ = HumanEval().load("glaive-2024", 5)
+    sub, _ = HumanEval().load(5)
     assert [i.id for i in sub] == [p["task_id"] for p in random.Random(0).sample(problems, 5)]
     assert get_benchmarks(["humaneval"])[0].name == "humaneval"
 

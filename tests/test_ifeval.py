@@ -14,7 +14,7 @@ import pytest
 from scorecheck.benchmarks import Item, get_benchmarks
 from scorecheck.benchmarks.ifeval import IFEval, grade_text, summarize
 from scorecheck.grading import ifeval as G
-from scorecheck.protocols import GLAIVE_2024, REFERENCE
+from scorecheck.protocols import REFERENCE
 from scorecheck.protocols import glaive_2024 as P
 from scorecheck.reasoning import parse_format
 
@@ -359,12 +359,12 @@ def test_grade_without_tokenizer_data_says_what_is_missing(tmp_path, data_dir):
 
 def test_glaive_profile_uses_the_forks_file_prompts_and_split():
     b = IFEval()
-    items, shas = b.load("glaive-2024", None)
+    items, shas = b.load(None)
     assert len(items) == 541 and set(shas) == {"ifeval_glaive"} and b.checker == G.GLAIVE_2024
     assert "one placeholder" in next(i.prompt for i in items if i.id == "2785")
-    assert b.system_prompt("reflection", P.SYSTEM_REFLECTION, GLAIVE_2024) == P.SYSTEM_REFLECTION_IFEVAL
-    assert b.system_prompt("default", P.SYSTEM_DEFAULT, GLAIVE_2024) == P.SYSTEM_DEFAULT_IFEVAL
-    assert b.system_prompt("literal", "custom", GLAIVE_2024) == "custom"
+    assert b.system_prompt("reflection", P.SYSTEM_REFLECTION) == P.SYSTEM_REFLECTION_IFEVAL
+    assert b.system_prompt("default", P.SYSTEM_DEFAULT) == P.SYSTEM_DEFAULT_IFEVAL
+    assert b.system_prompt("literal", "custom") == "custom"
     fmt = parse_format("reflection")
     assert b.reasoning(fmt, "reflection").name == "reflection-ifeval"
     assert b.reasoning(fmt, "default").name == "none"  # the fork's --no-reflection column graded raw responses
@@ -374,13 +374,13 @@ def test_glaive_profile_uses_the_forks_file_prompts_and_split():
 def test_reference_profile_uses_googles_current_file_and_subsets_like_the_fork():
     import random
 
-    b = IFEval()
-    items, shas = b.load("reference", 20)
+    b = IFEval(REFERENCE.evals["ifeval"])
+    items, shas = b.load(20)
     assert set(shas) == {"ifeval"} and b.checker == G.REFERENCE
-    full, _ = IFEval().load("reference", None)
+    full, _ = b.load(None)
     assert [i.id for i in items] == [i.id for i in random.Random(0).sample(full, 20)]
     assert "3 placeholders" in next(i.prompt for i in full if i.id == "2785")
-    assert b.system_prompt("none", None, REFERENCE) is None
+    assert b.system_prompt("none", None) is None
     assert get_benchmarks(["ifeval"])[0].name == "ifeval"
 
 

@@ -48,7 +48,7 @@ def test_gsm8k_extraction_is_last_match():
 
 def test_math_prompt_and_data(data_dir):
     b = _math()
-    items, shas = b.load("glaive-2024", None)
+    items, shas = b.load(None)
     assert len(items) == 5000
     assert shas == {"math": "1835505d451a6f4b8bfdfe11b90bbd6676f382d2aa269acf8d3e4155947fe451"}
     ref = (ROOT.parent / "shared" / "protocol" / "glaive-2024" / "prompt_math.txt").read_text()
@@ -61,7 +61,7 @@ def test_math_prompt_and_data(data_dir):
     assert items[0].prompt.endswith("$ have?. The last line of your response should be of the form Answer: $ANSWER "
                                     "(without quotes) where $ANSWER is the answer to the problem. ")  # fmt: skip
     assert items[0].gold == "2"
-    sub, _ = b.load("glaive-2024", 10)
+    sub, _ = b.load(10)
     import random
 
     assert [i.id for i in sub] == [str(r) for r in random.Random(0).sample(range(5000), 10)]
@@ -70,10 +70,10 @@ def test_math_prompt_and_data(data_dir):
 def test_math500_selectable_with_its_own_answers(data_dir):
     (b,) = get_benchmarks(["math500"])
     assert b.name == "math_500"
-    items, shas = b.load("glaive-2024", None)
+    items, shas = b.load(None)
     assert len(items) == 500
     assert shas["math500"] == "5f825781e98ae98d39711ce3f9d02ec06743e04b6f3b3cb256f4049079dfa491"
-    full = {i.prompt: i.gold for i in _math().load("glaive-2024", None)[0]}
+    full = {i.prompt: i.gold for i in _math().load(None)[0]}
     differ = {(i.gold, full[i.prompt]) for i in items if full[i.prompt] != i.gold}
     assert differ == {("90", "90^\\circ"), ("864", "864 \\mbox{ inches}^2"), ("15", "15\\mbox{ cm}^2")}
 

@@ -16,6 +16,7 @@ import pytest
 
 from scorecheck import study as st
 from scorecheck.errors import UsageError
+from scorecheck.results import read_config, read_results, read_samples
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,6 +114,9 @@ def test_demo_study_end_to_end_with_a_crash_and_resume(tmp_path, data_dir):
     for slug in ("reflection-prompt", "default-prompt"):
         res = json.loads((out / slug / "results.json").read_text())
         assert all(e["n"] == 2 for e in res["evals"].values())
+        # every record the study's runs wrote validates against the record models
+        assert read_results(out / slug / "results.json").evals["mmlu"].n == 2
+        assert len(read_samples(out / slug / "samples.jsonl")) == 6 and read_config(out / slug / "config.json")
         srv = json.loads((out / slug / "server.json").read_text())[0]
         assert srv["engine"] == "embedded" and srv["engine_version"] and srv["command"]
     assert _port_closed(srv["base_url"])

@@ -183,9 +183,11 @@ def run(
         run_default("protocol")
     ),
     evals: Annotated[
-        str,
+        Optional[str],
         typer.Option(
-            metavar="LIST", help="Comma-separated evals, e.g. mmlu,gpqa,gsm8k,math (scorecheck evals lists them)."
+            metavar="LIST",
+            show_default=protocol_default(",".join(PROFILE.default_evals)),
+            help="Comma-separated evals, e.g. mmlu,gpqa,gsm8k,math (scorecheck protocols lists who defines which).",
         ),
     ] = (run_default("evals")),
     limit: Annotated[
@@ -193,14 +195,24 @@ def run(
         typer.Option(metavar="N", show_default="all items", help="Subset per eval, drawn as the fork draws it."),
     ] = None,
     epochs: Annotated[
-        int, typer.Option(metavar="N", help="Repeats of every item (Inspect's --epochs); HumanEval: pass@k.")
+        Optional[int],
+        typer.Option(
+            metavar="N",
+            show_default="the protocol's: 1; simple-evals: HumanEval 5, MATH 10 without --limit",
+            help="Repeats of every item (Inspect's --epochs); HumanEval: pass@k.",
+        ),
     ] = run_default("samples"),
     samples: Annotated[
         Optional[int], typer.Option("--samples", "--samples-per-task", hidden=True, help="Deprecated: --epochs.")
     ] = None,
     system_prompt: Annotated[str, typer.Option(metavar="PROMPT", help=SYSTEM_PROMPT_HELP)] = "none",
     reasoning: Annotated[
-        str, typer.Option(metavar="FORMAT", help="none, reflection, think, reasoning-field or tags:OPEN,CLOSE.")
+        Optional[str],
+        typer.Option(
+            metavar="FORMAT",
+            show_default="the protocol's: reflection under glaive-2024 (IFEval: with the Reflection prompt), else none",
+            help="none, reflection, think, reasoning-field or tags:OPEN,CLOSE.",
+        ),
     ] = (run_default("reasoning")),
     # sampling
     temperature: Annotated[
@@ -377,18 +389,30 @@ def regrade(
         Optional[int], typer.Option(metavar="N", show_default="the run's", help="Judge requests in flight.")
     ] = None,
     no_preflight: Annotated[bool, typer.Option("--no-preflight", help="Skip the judge's test request.")] = False,
+    protocol: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="NAME",
+            show_default="the run's",
+            help="Grade with another protocol's reasoning split, extraction and grader, where its requests equal "
+            "the run's byte for byte (the others are named).",
+        ),
+    ] = None,
+    force_scoring: Annotated[
+        bool, typer.Option("--force-scoring", help="With --protocol: grade samples whose requests differ too (marked).")
+    ] = False,
 ) -> None:
-    """Grade a finished run again (another grader, or this version's grading) without a single request to the model;
-    the result goes to RUN_DIR/regrade-<grader>-<time>/, beside the run's own."""
+    """Grade a finished run again (another grader, another protocol, or this version's grading) without a single
+    request to the model; the result goes to RUN_DIR/regrade-[<protocol>-]<grader>-<time>/, beside the run's own."""
     try:
         overrides: dict[str, Any] = dict(
             grader=grader, score_by=score_by, judge_url=judge_url, judge_model=judge_model,
             judge_api_key_env=judge_api_key_env, judge_max_tokens=judge_max_tokens, concurrency=concurrency,
-            preflight=False if no_preflight else None,
+            preflight=False if no_preflight else None, protocol=protocol,
         )  # fmt: skip
         from scorecheck.session import regrade as do_regrade
 
-        code, _ = do_regrade(run_dir, overrides, console=console, err=err)
+        code, _ = do_regrade(run_dir, overrides, console=console, err=err, force_scoring=force_scoring)
     except ScorecheckError as e:
         _fail(e)
     raise typer.Exit(code)
@@ -464,9 +488,9 @@ def grade(
     if not quiet:
         print_table(results, console)
     else:
-        for n in results.get("notes") or []:
+        for n in results.notes:
             err.print(f"note: {n}", highlight=False, soft_wrap=True)
-    for line in checker_lines(results):
+    for line in checker_lines(results.model_dump(mode="json")):
         console.print(line, highlight=False, soft_wrap=True)
     console.print(f"results in {out}/ (results.json, samples.jsonl, summary.md)")
 
@@ -608,6 +632,15 @@ def _register_compare() -> None:
 _register_compare()
 
 
+def _register_export() -> None:
+    from scorecheck import cli_export
+
+    cli_export.register(app)
+
+
+_register_export()
+
+
 def _register_cloud() -> None:
     from scorecheck import cli_cloud
 
@@ -615,6 +648,15 @@ def _register_cloud() -> None:
 
 
 _register_cloud()
+
+
+def _register_protocols() -> None:
+    from scorecheck import cli_protocols
+
+    cli_protocols.register(app)
+
+
+_register_protocols()
 
 
 def _register_audit() -> None:
@@ -634,7 +676,7 @@ def scrubbed_argv(argv: list[str], environ: dict[str, str] | os._Environ[str]) -
     """``run``'s deprecated ``--api-key VALUE`` and ``--header 'Secret-Name: VALUE'`` put a secret on the command
     line, where ps shows it and every forked child inherits it. Their values are moved into ``environ`` and the
     command line rewritten to ``--api-key-env`` / ``--header-env``; None when there is nothing to move."""
-    from scorecheck.config import SECRET_HEADER
+    from scorecheck.results.hygiene import is_safe_header
 
     if argv[1:2] != ["run"]:
         return None
@@ -657,7 +699,7 @@ def scrubbed_argv(argv: list[str], environ: dict[str, str] | os._Environ[str]) -
         if flag == "--api-key":
             environ[f"{MOVED_ENV}API_KEY"] = value
             new += ["--api-key-env", f"{MOVED_ENV}API_KEY"]
-        elif colon and SECRET_HEADER.search(name):
+        elif colon and not is_safe_header(name):  # any header off the short allowlist may be a secret
             moved += 1
             environ[f"{MOVED_ENV}HEADER_{moved}"] = header_value.strip()
             new += ["--header-env", f"{name.strip()}={MOVED_ENV}HEADER_{moved}"]

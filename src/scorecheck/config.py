@@ -10,7 +10,6 @@ import difflib
 import hashlib
 import json
 import os
-import re
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -24,9 +23,8 @@ if TYPE_CHECKING:
     from scorecheck.grading.plan import GradingPlan
 from scorecheck.protocols import Profile, get_profile
 from scorecheck.reasoning import ReasoningFormat, parse_format
-
-SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie|passw|session", re.IGNORECASE)
-"""Headers whose values are hidden in the recorded configuration (config.json, results.json)."""
+from scorecheck.results.hygiene import redact_headers
+from scorecheck.results.models import SCHEMA_VERSION
 
 
 class Endpoint(BaseModel):
@@ -56,12 +54,15 @@ class RunConfig(BaseModel):
     model: str | None = None
     system_prompt: str | None = None
     """A profile prompt name (reflection, default), ``none``, ``@FILE`` or ``text:TEXT``; anything else is an error."""
-    reasoning: str = "none"
+    reasoning: str | None = None
+    """None: each eval's protocol default (glaive-2024: the fork's <output> split)."""
     protocol: str = "glaive-2024"
-    evals: list[str] = Field(default_factory=lambda: ["mmlu", "gpqa", "gsm8k"])
+    evals: list[str] | None = None
+    """None: the protocol's default evals (glaive-2024: mmlu, gpqa, gsm8k)."""
     limit: int | None = Field(default=None, ge=1)
-    samples: int = Field(default=1, ge=1)
-    """Repeats of every item (``--epochs``, TOML ``epochs``; ``samples`` is the older name); HumanEval: pass@k."""
+    samples: int | None = Field(default=None, ge=1)
+    """Repeats of every item (``--epochs``, TOML ``epochs``; ``samples`` is the older name); HumanEval: pass@k.
+    None: each eval's protocol default (simple-evals: HumanEval 5, MATH 10 repeats without --limit; else 1)."""
     temperature: float | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     seed: int | None = None
@@ -192,11 +193,12 @@ class Resolved:
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
         self.profile: Profile = get_profile(cfg.protocol)
-        self.reasoning: ReasoningFormat = parse_format(cfg.reasoning)
+        self.reasoning: ReasoningFormat | None = parse_format(cfg.reasoning) if cfg.reasoning else None
+        """None: each eval's protocol default (``reasoning_for``)."""
         self.system_prompt_name, self.system_prompt = resolve_system_prompt(cfg.system_prompt, self.profile)
         from scorecheck.benchmarks import get_benchmarks
 
-        self.benchmarks = get_benchmarks(cfg.evals)
+        self.benchmarks = get_benchmarks(cfg.evals or list(self.profile.default_evals), self.profile)
 
     def sampling(self) -> dict[str, Any]:
         """The body fields every request carries besides model and messages."""
@@ -218,7 +220,7 @@ class Resolved:
     def messages(self, user_prompt: str, bench: Benchmark | None = None) -> list[dict[str, str]]:
         system = self.system_prompt
         if bench is not None:
-            system = bench.system_prompt(self.system_prompt_name, system, self.profile)
+            system = bench.system_prompt(self.system_prompt_name, system)
         msgs = []
         if system:
             msgs.append({"role": "system", "content": system})
@@ -227,6 +229,9 @@ class Resolved:
 
     def reasoning_for(self, bench: Benchmark) -> ReasoningFormat:
         return bench.reasoning(self.reasoning, self.system_prompt_name)
+
+    def samples_for(self, bench: Benchmark) -> int:
+        return self.cfg.samples or bench.default_samples(self.cfg.limit)
 
     def api_key(self, ep: Endpoint, cli_key: str | None) -> str | None:
         return cli_key or os.environ.get(ep.api_key_env) or None
@@ -273,14 +278,15 @@ class Resolved:
             "sha256": hashlib.sha256(self.system_prompt.encode()).hexdigest() if self.system_prompt else None,
             "text": self.system_prompt,
         }
-        d["reasoning"] = str(self.reasoning)
         d["sampling"] = self.sampling()
         d["evals"] = [b.name for b in self.benchmarks]
+        d["reasoning_per_eval"] = {b.name: str(self.reasoning_for(b)) for b in self.benchmarks}
+        d["samples_per_eval"] = {b.name: self.samples_for(b) for b in self.benchmarks}
         if any(b.judge_capable for b in self.benchmarks):
             d["grading"] = self.grading().describe()
         for ep in d["endpoints"]:
-            ep["headers"] = {k: "***" if SECRET_HEADER.search(k) else v for k, v in ep["headers"].items()}
-        return d
+            ep["headers"] = redact_headers(ep["headers"])  # every value but an allowlisted header's
+        return {"schema_version": SCHEMA_VERSION, **d}
 
 
 def resolve_system_prompt(value: str | None, profile: Profile) -> tuple[str, str | None]:

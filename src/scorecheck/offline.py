@@ -22,12 +22,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scorecheck import __version__, data
+from scorecheck import data
 from scorecheck.benchmarks import ifeval
 from scorecheck.errors import UsageError
-from scorecheck.protocols import get_profile
+from scorecheck.protocols import eval_protocol, get_profile
 from scorecheck.reasoning import parse_format
-from scorecheck.report import eval_result, git_commit, versions, write_outputs
+from scorecheck.report import eval_result, write_outputs
+from scorecheck.results import Results, build_results
 
 GRADABLE = ("ifeval",)
 
@@ -55,9 +56,9 @@ def read_responses(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def resolve_inputs(spec: str | None, profile: str) -> tuple[bytes, str, str, dict[str, str]]:
-    """(bytes, label, sha256, data_sha256 entry) of the IFEval input file: a data key, a path, or the profile's."""
-    spec = spec or ifeval.data_key_for(profile)
+def resolve_inputs(spec: str | None, default_key: str) -> tuple[bytes, str, str, dict[str, str]]:
+    """(bytes, label, sha256, data_sha256 entry) of the IFEval input file: a data key, a path, or the protocol's."""
+    spec = spec or default_key
     if spec in data.FILES:
         res = data.resolve(spec)
         return res.read_bytes(), f"{spec} ({res.path})", res.sha256, {spec: res.sha256}
@@ -71,15 +72,14 @@ def resolve_inputs(spec: str | None, profile: str) -> tuple[bytes, str, str, dic
 
 def grade_responses(eval_name: str, responses: Path, out_dir: Path, protocol: str = "reference",
                     input_data: str | None = None, exclude_keys: list[str] | None = None,
-                    missing_as_empty: bool = False, reasoning: str = "none") -> dict[str, Any]:  # fmt: skip
+                    missing_as_empty: bool = False, reasoning: str = "none") -> Results:  # fmt: skip
     if eval_name not in GRADABLE:
         raise UsageError(f"scorecheck grade supports --eval {', '.join(GRADABLE)}; got {eval_name!r}")
     started = time.time()
     profile = get_profile(protocol)
     fmt = parse_format(reasoning)
-    bench = ifeval.IFEval()
-    bench.checker = ifeval.checker_for(profile.name)
-    raw, label, _sha, data_sha = resolve_inputs(input_data, profile.name)
+    bench = ifeval.IFEval(eval_protocol(profile, eval_name))
+    raw, label, _sha, data_sha = resolve_inputs(input_data, bench.spec.data_key)
     rows = ifeval.read_inputs(raw, label)
     excluded = {str(k).strip() for k in exclude_keys or []}
     unknown_excl = excluded - {str(r["key"]) for r in rows}
@@ -142,12 +142,17 @@ def grade_responses(eval_name: str, responses: Path, out_dir: Path, protocol: st
         notes.append(f"{duplicates} repeated prompt(s) in the responses file: the last response of each is graded")
     if excluded:
         notes.append(f"input keys left out: {', '.join(sorted(excluded, key=lambda k: (len(k), k)))}")
-    ended = time.time()
-    results = {
-        "scorecheck": {"version": __version__, "git_commit": git_commit(), "versions": versions()},
-        "protocol": {"name": profile.name, "reference": profile.reference},
-        "model": f"responses from {responses.name}",
-        "source": {
+    results = build_results(
+        model=f"responses from {responses.name}", protocol={"name": profile.name, "reference": profile.reference},
+        config={
+            "system_prompt": {"name": "n/a (graded responses)", "sha256": None, "text": None},
+            "reasoning": str(fmt),
+            "sampling": {},
+            "limit": None,
+            "evals": [bench.name],
+        },
+        evals={bench.name: result}, notes=notes, started=started, ended=time.time(),
+        source={
             "command": "grade",
             "responses": str(responses),
             "responses_sha256": hashlib.sha256(responses.read_bytes()).hexdigest(),
@@ -159,21 +164,8 @@ def grade_responses(eval_name: str, responses: Path, out_dir: Path, protocol: st
             "missing_responses": [str(r["key"]) for r in missing],
             "duplicate_prompts": duplicates,
         },
-        "config": {
-            "system_prompt": {"name": "n/a (graded responses)", "sha256": None, "text": None},
-            "reasoning": str(fmt),
-            "sampling": {},
-            "limit": None,
-            "evals": [bench.name],
-        },  # fmt: skip
-        "prompt_sha256": {},
-        "data_sha256": data_sha,
-        "started": started,
-        "ended": ended,
-        "wall_s": round(ended - started, 3),
-        "evals": {bench.name: result},
-        "notes": notes,
-    }
+        prompt_sha256={}, data_sha256=data_sha,
+    )  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_outputs(out_dir, results, records)
+    write_outputs(out_dir, results, records, {bench.name: [str(r["key"]) for r in rows]})
     return results

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
-import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterable
-from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,29 +16,13 @@ from rich.console import Console
 from rich.table import Table
 
 from scorecheck.benchmarks import Benchmark
+from scorecheck.results import Results, in_item_order, split_timing, write_json, write_jsonl
+from scorecheck.results.build import git_commit, versions  # noqa: F401 (where they lived before results/)
+from scorecheck.results.io import write_atomic
 from scorecheck.stats import mean_ci
 from scorecheck.store import Store
 
 FLAGS = ("unparsed", "truncated", "missing_tag", "failed", "http_400")
-
-
-def git_commit() -> str | None:
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for pkg in ("aiohttp", "pandas", "math-verify", "latex2sympy2_extended", "sympy", "xllamacpp", "scipy"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
 
 
 def eval_result(bench: Benchmark, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -80,12 +61,16 @@ def collect(store: Store, bench: Benchmark, wanted: set[tuple[str, int]] | None)
     return [r for r in store.iter_samples(bench.name) if wanted is None or (r["item_id"], r["sample_index"]) in wanted]
 
 
-def write_outputs(run_dir: Path, results: dict[str, Any], samples: Iterable[dict[str, Any]]) -> None:
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str) + "\n")
-    with open(run_dir / "samples.jsonl", "w") as f:
-        for rec in samples:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    (run_dir / "summary.md").write_text(summary_markdown(results))
+def write_outputs(run_dir: Path, results: Results, samples: Iterable[Mapping[str, Any]],
+                  items: Mapping[str, Sequence[str]] | None = None) -> None:  # fmt: skip
+    """results.json, samples.jsonl (item order: eval, item as loaded, sample; no timing), timings.jsonl and
+    summary.md, each written atomically."""
+    ordered = in_item_order(samples, results.config.evals, items)
+    pairs = [split_timing(r) for r in ordered]
+    write_json(run_dir / "results.json", results)
+    write_jsonl(run_dir / "samples.jsonl", (s for s, _ in pairs))
+    write_jsonl(run_dir / "timings.jsonl", (t for _, t in pairs))
+    write_atomic(run_dir / "summary.md", summary_markdown(results))
 
 
 def _fmt(x: float | None) -> str:
@@ -114,13 +99,18 @@ def _rows(results: dict[str, Any], sub: str = "{name} ({label})", digits: int = 
 HEADER = ["eval", "score", "95% CI", "n", "unparsed", "truncated", "missing tag", "failed", "HTTP 400"]
 
 
-def summary_markdown(results: dict[str, Any]) -> str:
+def _plain(results: Results | dict[str, Any]) -> dict[str, Any]:
+    return results.model_dump(mode="json") if isinstance(results, Results) else results
+
+
+def summary_markdown(results: Results | dict[str, Any]) -> str:
+    results = _plain(results)
     cfg = results["config"]
     lines = [
         f"# scorecheck run: {results['model']}",
         "",
         f"protocol `{results['protocol']['name']}` · system prompt `{cfg['system_prompt']['name']}` · reasoning "
-        f"`{cfg['reasoning']}` · sampling `{json.dumps(cfg['sampling'])}`"
+        f"`{cfg['reasoning'] or 'protocol default'}` · sampling `{json.dumps(cfg['sampling'])}`"
         + (f" · limit {cfg['limit']} per eval" if cfg.get("limit") else ""),
         "",
         "| " + " | ".join(HEADER) + " |",
@@ -136,7 +126,8 @@ def summary_markdown(results: dict[str, Any]) -> str:
 TERMINAL_HEADER = ["eval", "score", "95% CI", "n", "unparsed", "trunc", "no tag", "failed", "400"]
 
 
-def print_table(results: dict[str, Any], console: Console | None = None) -> None:
+def print_table(results: Results | dict[str, Any], console: Console | None = None) -> None:
+    results = _plain(results)
     console = console or Console()
     t = Table(title=f"{results['model']} · {results['protocol']['name']} · system prompt "
                     f"{results['config']['system_prompt']['name']}", box=box.SIMPLE_HEAD, pad_edge=False)  # fmt: skip

@@ -103,7 +103,7 @@ class Runner:
     # -- setup -----------------------------------------------------------------------------------------------
     def load_data(self) -> None:
         for b in self.rc.benchmarks:
-            items, shas = b.load(self.rc.profile.name, self.rc.cfg.limit)
+            items, shas = b.load(self.rc.cfg.limit)
             self.items[b.name] = items
             self.data_sha256.update(shas)
 
@@ -156,7 +156,7 @@ class Runner:
 
     def grade_key(self, bench: Benchmark, key: str) -> str:
         fmt = str(self.rc.reasoning_for(bench))
-        base = f"{key}|{fmt}|{bench.name}|{GRADING_VERSION}"
+        base = f"{key}|{fmt}|{bench.name}|{GRADING_VERSION}|{self.rc.profile.name}:{bench.spec.fingerprint()}"
         if bench.judge_capable:
             base += "|" + self.grading.signature(self.judge_identity if self.grading.uses_judge else None)
         return hashlib.sha256(base.encode()).hexdigest()[:32]
@@ -167,7 +167,7 @@ class Runner:
         for b in self.rc.benchmarks:
             for item in self.items[b.name]:
                 messages = self.rc.messages(item.prompt, b)
-                for s in range(self.rc.cfg.samples):
+                for s in range(self.rc.samples_for(b)):
                     key = request_key(self.model, ident, messages, self.sampling, s)
                     out.append(Unit(b, item, s, messages, key, self.grade_key(b, key)))
         return out
@@ -202,7 +202,7 @@ class Runner:
             finished = self.store.finished_requests()
             todo: deque[Unit] = deque()
             for b in self.rc.benchmarks:
-                self.state.per_eval[b.name] = EvalProgress(total=len(self.items[b.name]) * cfg.samples)
+                self.state.per_eval[b.name] = EvalProgress(total=len(self.items[b.name]) * self.rc.samples_for(b))
             graded = {b.name: self.store.graded(b.name) for b in self.rc.benchmarks}
             for u in units:
                 prev = graded[u.bench.name].get((u.item.id, u.sample_index))
@@ -235,23 +235,35 @@ class Runner:
             raise RunAborted(self.state.aborted)
         return self.state
 
-    async def regrade(self) -> dict[str, list[dict[str, Any]]]:
+    async def regrade(
+        self, selection: dict[str, dict[tuple[str, int], Item]] | None = None
+    ) -> dict[str, list[dict[str, Any]]]:
         """Grade every stored sample of the run again under this runner's grading (``scorecheck regrade``).
 
         Reads the stored responses; sends no request to the model (there is no model client at all). Judge requests,
         when the grading uses the judge, are stored and reused like any request. The run's own samples are left as
         they were. Returns the new records per eval, in stored order; a sample whose model request failed is kept
-        as it was (there is nothing to grade)."""
+        as it was (there is nothing to grade). ``selection`` (a regrade under another protocol, crossgrade.py):
+        only these samples, each graded as the given item."""
         self._finished = self.store.finished_requests()
         todo: deque[tuple[int, Benchmark, Item, dict[str, Any]]] = deque()
         slots: dict[str, list[dict[str, Any]]] = {}
         for b in self.rc.benchmarks:
             items = {it.id: it for it in self.items[b.name]}
             old = list(self.store.iter_samples(b.name))
+            if selection is not None:
+                chosen = selection.get(b.name, {})
+                old = [r for r in old if (r["item_id"], r["sample_index"]) in chosen]
+                items = {}
             slots[b.name] = old
             for i, rec in enumerate(old):
-                if rec["item_id"] in items:
-                    todo.append((i, b, items[rec["item_id"]], rec))
+                item = (
+                    chosen[(rec["item_id"], rec["sample_index"])]
+                    if selection is not None
+                    else items.get(rec["item_id"])
+                )
+                if item is not None:
+                    todo.append((i, b, item, rec))
 
         async def worker() -> None:
             while todo and not self.state.aborted:
@@ -400,7 +412,7 @@ class Runner:
             rec.update(response=None, answer_text=None, reasoning=None, extracted=None, score=None, grader=None,
                        error=out.error, flags=flags)  # fmt: skip
             return rec
-        content = out.content if out.status == "ok" else ""  # HTTP 400: graded as the empty answer
+        content = out.content if out.status == "ok" else self.rc.profile.http_400_text  # the protocol's HTTP-400 text
         fmt = self.rc.reasoning_for(u.bench)
         split = fmt.apply(content, out.message)
         extracted = u.bench.extract(split.answer)
@@ -462,7 +474,7 @@ class Runner:
                 return {"score": 0.0, "grader": "unparsed", "detail": "no answer: scored 0 without the judge",
                         "reply": None, "request_key": None}  # fmt: skip
             extracted = u.bench.judge_unparsed
-        messages = judge_messages(u.item.gold, extracted)
+        messages = judge_messages(u.item.gold, extracted, u.bench.spec.judge_template)
         model = self.grading.judge_model or ""
         key = request_key(model, canonical(self.judge_identity), messages, self.grading.judge_sampling, 0)
         out = self._stored(key)

@@ -17,11 +17,21 @@ from typing import Any
 
 from rich.console import Console
 
-from scorecheck import __version__, sandbox
+from scorecheck import crossgrade, sandbox
+from scorecheck.benchmarks import Benchmark
 from scorecheck.client import EndpointState
-from scorecheck.config import Resolved, RunConfig, dumps
+from scorecheck.config import Resolved, RunConfig
 from scorecheck.errors import RunAborted, StoreError, UsageError
-from scorecheck.report import collect, eval_result, git_commit, print_table, sha256_text, versions, write_outputs
+from scorecheck.report import collect, eval_result, print_table, sha256_text, write_outputs
+from scorecheck.results import (
+    Results,
+    RunConfigRecord,
+    build_results,
+    in_item_order,
+    read_config,
+    read_results,
+    write_json,
+)
 from scorecheck.runner import Runner
 from scorecheck.store import Store
 
@@ -97,17 +107,17 @@ def _execute(cfg: RunConfig, rc: Resolved, store: Store, run_dir: Path, started:
             if stopped:
                 raise stopped[0] from None
             raise StopRequested(signal.SIGINT) from None
-        results = build_results(rc, runner, store, started, extra_identity)
+        results = run_results(rc, runner, store, started, extra_identity)
         with output_errors(run_dir):
             write_config(run_dir, rc)
-            write_outputs(run_dir, results, _all_samples(store, runner))
+            write_outputs(run_dir, results, _all_samples(store, runner), _item_order(runner))
         print_table(results, console)
         console.print(f"results in {run_dir}/ (results.json, samples.jsonl, summary.md)")
         if aborted is not None:
             status = "aborted"
             raise aborted
-        failed = [(name, i) for name, r in results["evals"].items() for i in r["failed_items"]]
-        judge_failed = [(name, i) for name, r in results["evals"].items() for i in r.get("judge_failed_items", [])]
+        failed = [(name, i) for name, r in results.evals.items() for i in r.failed_items]
+        judge_failed = [(name, i) for name, r in results.evals.items() for i in r.judge_failed_items or []]
         if judge_failed:
             status = "incomplete"
             shown = ", ".join(f"{n}/{i}" for n, i in judge_failed[:10]) + (" …" if len(judge_failed) > 10 else "")
@@ -193,7 +203,7 @@ def accept_configuration(store: Store, identity: dict[str, Any], new_run: bool, 
 
 
 def write_config(run_dir: Path, rc: Resolved) -> None:
-    (run_dir / "config.json").write_text(dumps(rc.describe()) + "\n")
+    write_json(run_dir / "config.json", RunConfigRecord.model_validate(rc.describe()))
 
 
 @contextlib.contextmanager
@@ -271,7 +281,7 @@ EMBEDDED_TOKENS_PER_S = 75
 def say_estimate(rc: Resolved, runner: Runner, err: Console) -> None:
     """Before a long run on the embedded CPU model (a bare `scorecheck run`: 15,809 items at max_tokens 6000): how
     long it may take, and how to make it short."""
-    requests = sum(len(v) for v in runner.items.values()) * rc.cfg.samples
+    requests = sum(len(runner.items[b.name]) * rc.samples_for(b) for b in rc.benchmarks)
     max_tokens = rc.sampling()["max_tokens"]
     hours = requests * max_tokens / EMBEDDED_TOKENS_PER_S / 3600
     if hours < 0.5:
@@ -367,7 +377,8 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def _wanted(runner: Runner, bench_name: str) -> set[tuple[str, int]]:
-    return {(it.id, s) for it in runner.items[bench_name] for s in range(runner.rc.cfg.samples)}
+    bench = next(b for b in runner.rc.benchmarks if b.name == bench_name)
+    return {(it.id, s) for it in runner.items[bench_name] for s in range(runner.rc.samples_for(bench))}
 
 
 def _all_samples(store: Store, runner: Runner):
@@ -375,13 +386,23 @@ def _all_samples(store: Store, runner: Runner):
         yield from collect(store, b, _wanted(runner, b.name))
 
 
-def build_results(rc: Resolved, runner: Runner, store: Store, started: float,
-                  extra_identity: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+def _item_order(runner: Runner) -> dict[str, list[str]]:
+    """Each eval's item ids in the order the data was loaded: the order of samples.jsonl."""
+    return {name: [it.id for it in items] for name, items in runner.items.items()}
+
+
+def _ordered(runner: Runner, bench_name: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return in_item_order(records, [bench_name], _item_order(runner))  # type: ignore[return-value]
+
+
+def run_results(rc: Resolved, runner: Runner, store: Store, started: float,
+                extra_identity: dict[str, Any]) -> Results:  # fmt: skip
     evals = {}
     tokens = {"prompt": 0, "completion": 0}
     for b in rc.benchmarks:
-        records = collect(store, b, _wanted(runner, b.name))
+        records = _ordered(runner, b.name, collect(store, b, _wanted(runner, b.name)))
         evals[b.name] = eval_result(b, records)
+        evals[b.name]["protocol"] = eval_protocol_record(rc, b)
     for _status, pt, ct in store.db.execute(
         "SELECT status, COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0) FROM requests "
         "WHERE eval IS NOT 'judge' GROUP BY status"
@@ -390,8 +411,10 @@ def build_results(rc: Resolved, runner: Runner, store: Store, started: float,
         tokens["completion"] += ct
     notes = []
     if rc.cfg.limit:
-        notes.append(f"--limit {rc.cfg.limit}: subsets drawn as the glaive fork draws them (random.Random(0)); "
-                     "the fork cannot subset GSM8K, scorecheck draws it the same way")  # fmt: skip
+        notes.append(f"--limit {rc.cfg.limit}: subsets drawn as {rc.profile.name} draws them, one repeat "
+                     "(each eval's rule: evals.<name>.protocol.subset in results.json)")  # fmt: skip
+    notes += [f"{b.name} (not byte-verified): {'; '.join(b.spec.notes)}" for b in rc.benchmarks
+              if not b.spec.byte_verified]  # fmt: skip
     if rc.cfg.endpoints == [] and rc.cfg.max_tokens is not None and rc.cfg.max_tokens < rc.profile.max_tokens:
         notes.append(
             f"max_tokens capped at {rc.cfg.max_tokens} (protocol: {rc.profile.max_tokens}) for the embedded model"
@@ -400,30 +423,41 @@ def build_results(rc: Resolved, runner: Runner, store: Store, started: float,
         notes.append("the embedded SmolLM2-135M (CPU) exercises the pipeline, it does not score: expect numbers near "
                      "zero; give --base-url of a real model's server for real scores")  # fmt: skip
     notes += agreement_notes(evals)
-    ended = time.time()
     desc = rc.describe()
-    judge = judge_summary(runner, store)
+    return build_results(
+        model=runner.model, protocol={"name": rc.profile.name, "reference": rc.profile.reference}, config=desc,
+        evals=evals, notes=notes, started=started, ended=time.time(),
+        model_identity={**runner.identity, **({"embedded": extra_identity} if extra_identity else {})},
+        endpoints=[e.base_url for e in runner.endpoints], models_answer=runner.models_answer,
+        prompt_sha256={"system": desc["system_prompt"]["sha256"],
+                       **{b.name: sha256_text(b.prompt_template) for b in rc.benchmarks}},
+        data_sha256=runner.data_sha256, tokens=tokens, requests_this_session=dict(runner.state.sent_outcomes),
+        judge=judge_summary(runner, store),
+    )  # fmt: skip
+
+
+def eval_protocol_record(rc: Resolved, bench: Benchmark) -> dict[str, Any]:
+    """What protocol an eval was run (or regraded) under, for results.json: the profile, the eval's source, the
+    sha256 of every protocol string it used (the system prompt it sent included), the reasoning rule and format
+    applied, samples, repeats and whether its requests are byte-verified against the upstream harness."""
+    spec = bench.spec
+    system = bench.system_prompt(rc.system_prompt_name, rc.system_prompt)
+    strings = spec.strings_sha256()
+    if system:
+        strings["system_prompt"] = sha256_text(system)
     return {
-        "scorecheck": {"version": __version__, "git_commit": git_commit(), "versions": versions()},
-        "protocol": {"name": rc.profile.name, "reference": rc.profile.reference},
-        "model": runner.model,
-        "model_identity": {**runner.identity, **({"embedded": extra_identity} if extra_identity else {})},
-        "endpoints": [e.base_url for e in runner.endpoints],
-        "models_answer": runner.models_answer,
-        "config": desc,
-        "prompt_sha256": {
-            "system": desc["system_prompt"]["sha256"],
-            **{b.name: sha256_text(b.prompt_template) for b in rc.benchmarks},
-        },
-        "data_sha256": runner.data_sha256,
-        "started": started,
-        "ended": ended,
-        "wall_s": round(ended - started, 3),
-        "tokens": tokens,
-        "requests_this_session": dict(runner.state.sent_outcomes),
-        "evals": evals,
-        **({"judge": judge} if judge else {}),
-        "notes": notes,
+        "name": rc.profile.name,
+        "reference": rc.profile.reference,
+        "source": spec.source,
+        "strings_sha256": strings,
+        "reasoning": str(rc.reasoning_for(bench)),
+        "reasoning_rule": ("--reasoning " + str(rc.reasoning)) if rc.reasoning else spec.reasoning_rule(),
+        "samples": rc.samples_for(bench),
+        "repeats": spec.repeats if not rc.cfg.limit else 1,
+        "subset": spec.subset if rc.cfg.limit else None,
+        "grader": spec.grader,
+        "http_400_text": rc.profile.http_400_text,
+        "byte_verified": spec.byte_verified,
     }
 
 
@@ -451,19 +485,25 @@ def _score(x: float | None) -> str:
 
 
 def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = None,
-            err: Console | None = None) -> tuple[int, Path]:  # fmt: skip
+            err: Console | None = None, force_scoring: bool = False) -> tuple[int, Path]:  # fmt: skip
     """``scorecheck regrade RUN_DIR``: grade a run's stored answers again, without a single request to the model,
     and write the result beside the run's own: ``RUN_DIR/regrade-<grader>-<UTC time>/`` (results.json, samples.jsonl,
     summary.md). The run's results and its stored samples are left as they were; judge requests go into the run's
     store like any request, so a second regrade with the same judge sends nothing."""
-    import json
-
     console = console or Console()
     err = err or Console(stderr=True)
     run_dir = Path(run_dir)
     if not (run_dir / "store.sqlite").is_file() or not (run_dir / "config.json").is_file():
         raise UsageError(f"{run_dir} is not a scorecheck run directory (no store.sqlite and config.json)")
-    described = json.loads((run_dir / "config.json").read_text())
+    # legacy: a run from before versioned records is regraded into versioned ones
+    described = read_config(run_dir / "config.json", legacy=True).model_dump(mode="json", exclude_unset=True)
+    run_protocol = described.get("protocol") or "glaive-2024"
+    target = overrides.get("protocol") or run_protocol
+    cross = target != run_protocol
+    if cross:  # another protocol's grading of the same responses (crossgrade.py)
+        described = crossgrade.retarget(described, target)
+    elif force_scoring:
+        raise UsageError("--force-scoring applies with --protocol naming another protocol than the run's")
     cfg = config_from_run(described, overrides)
     rc = Resolved(cfg)
     started = time.time()
@@ -476,60 +516,63 @@ def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = 
                              "`scorecheck serve --embedded` and give --judge-url http://127.0.0.1:8080/v1")  # fmt: skip
         setup_judge(rc, runner)
         runner.load_data()
+        plans = crossgrade.plan(rc, runner.items, store, force_scoring) if cross else None
+        if plans is not None and not any(p.selection() for p in plans.values()):
+            raise UsageError(crossgrade.refusal(target, plans))
+        selection = {n: p.selection() for n, p in plans.items()} if plans is not None else None
         before = {b.name: {(r["item_id"], r["sample_index"]): r.get("score") for r in store.iter_samples(b.name)}
                   for b in rc.benchmarks}  # fmt: skip
         with asyncio.Runner(loop_factory=_loop_factory()) as aio:
-            slots = aio.run(runner.regrade())
+            slots = aio.run(runner.regrade(selection))
         evals = {}
         samples: list[dict[str, Any]] = []
         changed: dict[str, list[dict[str, Any]]] = {}
         for b in rc.benchmarks:
-            wanted = _wanted(runner, b.name)
-            records = [r for r in slots[b.name] if (r["item_id"], r["sample_index"]) in wanted]
+            if plans is None:
+                wanted = _wanted(runner, b.name)
+                records = _ordered(
+                    runner, b.name, [r for r in slots[b.name] if (r["item_id"], r["sample_index"]) in wanted]
+                )
+            else:
+                records = _ordered(runner, b.name, slots[b.name])
+                crossgrade.mark(plans[b.name], records)
             evals[b.name] = eval_result(b, records)
+            evals[b.name]["protocol"] = eval_protocol_record(rc, b)
+            if plans is not None:
+                crossgrade.annotate(b.name, target, plans[b.name], evals[b.name], err)
             samples += records
             changed[b.name] = [{"item_id": r["item_id"], "sample_index": r["sample_index"], "extracted": r.get("extracted"),
                                 "before": before[b.name].get((r["item_id"], r["sample_index"])), "after": r.get("score")}
                                for r in records if before[b.name].get((r["item_id"], r["sample_index"])) != r.get("score")]  # fmt: skip
-        previous: dict[str, Any] = {}
-        if (run_dir / "results.json").is_file():
-            previous = json.loads((run_dir / "results.json").read_text())
+        previous = read_results(run_dir / "results.json", legacy=True) if (run_dir / "results.json").is_file() else None
         ended = time.time()
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started))
-        out_dir = run_dir / f"regrade-{runner.grading.mode}-{stamp}"
+        out_dir = run_dir / (f"regrade-{target}-{runner.grading.mode}-{stamp}" if cross
+                             else f"regrade-{runner.grading.mode}-{stamp}")  # fmt: skip
         out_dir.mkdir(parents=True, exist_ok=True)
-        judge = judge_summary(runner, store)
-        results = {
-            **previous,
-            "scorecheck": {"version": __version__, "git_commit": git_commit(), "versions": versions()},
-            "config": rc.describe(),
-            "evals": evals,
-            "notes": [*(n for n in previous.get("notes") or [] if AGREEMENT_NOTE not in n), *agreement_notes(evals)],
-            "regrade": {
-                "of": str(run_dir),
-                "grading": runner.grading.describe(),
-                "previous_scores": {k: v.get("score") for k, v in (previous.get("evals") or {}).items()},
-                "model_requests_sent": 0,
-                "changed_samples": changed,
-                "started": started,
-                "ended": ended,
+        results = build_results(
+            model=cfg.model or "", protocol={"name": rc.profile.name, "reference": rc.profile.reference},
+            config=rc.describe(), evals=evals, base=previous, started=started, ended=ended,
+            notes=[*(n for n in (previous.notes if previous else []) if AGREEMENT_NOTE not in n), *agreement_notes(evals)],
+            regrade={
+                "of": str(run_dir), "grading": runner.grading.describe(),
+                "previous_scores": {k: v.score for k, v in (previous.evals if previous else {}).items()},
+                "model_requests_sent": 0, "changed_samples": changed,
+                **({"protocol": {"from": run_protocol, "to": target, "force_scoring": force_scoring}} if cross else {}),
+                "started": started, "ended": ended,
                 "wall_s": round(ended - started, 3),
             },
-        }
-        results.pop("judge", None)
-        if judge:
-            results["judge"] = judge
-        results.setdefault("model", cfg.model)
-        results.setdefault("protocol", {"name": rc.profile.name, "reference": rc.profile.reference})
-        write_outputs(out_dir, results, samples)
+            judge=judge_summary(runner, store),
+        )  # fmt: skip
+        write_outputs(out_dir, results, samples, _item_order(runner))
         print_table(results, console)
         for name, rows in changed.items():
-            prev = results["regrade"]["previous_scores"].get(name)
+            prev = (results.regrade or {})["previous_scores"].get(name)
             up = sum(1 for c in rows if (c["after"] or 0) > (c["before"] or 0))
             console.print(f"{name}: score {_score(prev)} -> {_score(evals[name]['score'])}; {len(rows)} sample(s) graded "
                           f"differently ({up} now right, {len(rows) - up} now wrong)", soft_wrap=True)  # fmt: skip
         console.print(f"regraded results in {out_dir}/ (results.json, samples.jsonl, summary.md)")
-        judge_failed = [i for r in evals.values() for i in r.get("judge_failed_items", [])]
+        judge_failed = [i for r in results.evals.values() for i in r.judge_failed_items or []]
         if judge_failed:
             status = "incomplete"
             err.print(f"[red]{len(judge_failed)} judge request(s) failed after retries[/]; run the same regrade "

@@ -46,6 +46,7 @@ from typing import Any
 
 from scorecheck.config import read_toml
 from scorecheck.errors import ScorecheckError, UsageError
+from scorecheck.results import read_results
 from scorecheck.serving import ServerGroup, ServerSpec, models_listed, write_identity
 
 RESERVED = {"endpoints", "endpoint", "out", "model"}
@@ -239,7 +240,7 @@ def check_ready_to_run(study: Study, configs: list[Configuration], overrides: di
         for b in rc.benchmarks:
             key = (b.name, rc.profile.name, cfg.limit)
             if key not in loaded:
-                b.load(rc.profile.name, cfg.limit)
+                b.load(cfg.limit)
                 loaded.add(key)
 
 
@@ -424,11 +425,8 @@ def collect_results(study: Study) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for c in study.configurations:
         p = study.run_dir(c) / "results.json"
-        if p.is_file():
-            try:
-                out[c.name] = json.loads(p.read_text())
-            except ValueError:
-                continue
+        if p.is_file():  # read through the model: a corrupt or unknown-version record is an error, never skipped
+            out[c.name] = read_results(p).model_dump(mode="json")
     return out
 
 

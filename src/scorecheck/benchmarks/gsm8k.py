@@ -12,14 +12,10 @@ The fork cannot subset GSM8K; ``--limit n`` uses ``random.Random(0).sample(examp
 from __future__ import annotations
 
 import json
-import re
 
 from scorecheck import data
 from scorecheck.benchmarks import Benchmark, Graded, Item, fork_subset
 from scorecheck.grading.symbolic import symbolic_equal
-from scorecheck.protocols import glaive_2024 as P
-
-ANSWER_RE = re.compile(P.ANSWER_PATTERN)
 
 
 def grade_symbolic(item: Item, extracted: str) -> Graded:
@@ -30,28 +26,23 @@ class GSM8K(Benchmark):
     name = "gsm8k"
     data_keys = ("gsm8k",)
     description = "GSM8K 0-shot chat (1,319 problems), symbolic grader"
-    prompt_template = P.QUERY_TEMPLATE_GSM8K
     worker_grader = staticmethod(grade_symbolic)
     judge_capable = True
 
-    def load(self, profile: str, limit: int | None) -> tuple[list[Item], dict[str, str]]:
-        res = data.resolve("gsm8k")
+    def load(self, limit: int | None) -> tuple[list[Item], dict[str, str]]:
+        res = data.resolve(self.spec.data_key)
         rows = [json.loads(line) for line in res.read_bytes().decode("utf-8").splitlines() if line.strip()]
         for i, row in enumerate(rows):
             row["_id"] = str(i)
         items = [
             Item(
                 id=row["_id"],
-                prompt=P.QUERY_TEMPLATE_GSM8K.format(question=row["question"]),
+                prompt=self.spec.user_template.format(question=row["question"]),
                 gold=row["answer"].split("####")[1].strip().replace("%", ""),
             )
             for row in fork_subset(rows, limit)
         ]
-        return items, {"gsm8k": res.sha256}
-
-    def extract(self, text: str) -> str | None:
-        matches = ANSWER_RE.findall(text)
-        return matches[-1].replace("%", "") if matches else None
+        return items, {self.spec.data_key: res.sha256}
 
     def grade(self, item: Item, extracted: str | None) -> Graded:
         # Only reached for unparsed answers; parsed ones go to worker_grader.

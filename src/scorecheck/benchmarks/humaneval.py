@@ -1,14 +1,17 @@
-"""HumanEval (164 problems), as glaive-ai/simple-evals @ 478400f runs it (humaneval_eval.py, openai/human-eval's
-``check_correctness``), executed in scorecheck's sandbox (``scorecheck.sandbox``).
+"""HumanEval (164 problems), as the protocol runs it (glaive-2024: the fork's humaneval_eval.py, described here;
+simple-evals: its own instruction, signature stripping, 5 samples per task and pass@1/2/5), with openai/human-eval's
+``check_correctness`` semantics, executed in scorecheck's sandbox (``scorecheck.sandbox``).
 
-Prompt: one user message, ``INSTRUCTION_HUMANEVAL + problem["prompt"]`` (after the run's system prompt).
-Extraction: the first ```` ```python\\n(.*?)``` ```` block (DOTALL), else the whole response (never unparsed).
+Prompt: one user message, the protocol's instruction + ``problem["prompt"]`` (after the run's system prompt).
+Extraction: the first ```` ```python\\n(.*?)``` ```` block (DOTALL), else the whole response (never unparsed);
+simple-evals then keeps ``answer[answer.find(":\\n    ") + 2:]`` (its signature stripping).
 Program: ``prompt + completion + "\\n" + test + "\\n" + "check(<entry_point>)"``, run with human-eval's semantics
 (module name not ``__main__``, stdin unreadable, output swallowed, its reliability_guard calls disabled, 3 s
 timeout); it passes only when ``check(...)`` completed. Each sample's outcome (passed, failed with the exception's
 type, timed out, killed by a limit) and the sandbox's isolation are kept with the sample.
 Scores: pass@1 with one sample per task (the fork's number); with ``--epochs n``, pass@k for k in 1, 2, 5,
-10, 20, 50, 100 and n (those up to n) with human-eval's unbiased estimator, averaged over tasks.
+10, 20, 50, 100 and n (those up to n) with human-eval's unbiased estimator, averaged over tasks (simple-evals: the
+protocol's k, 1, 2 and 5, with its 5 samples).
 The fork always drew ``random.Random(0).sample(problems, 164)`` (the same set, shuffled); ``--limit n`` draws as it.
 """
 
@@ -16,18 +19,18 @@ from __future__ import annotations
 
 import gzip
 import json
-import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 from scorecheck import data, sandbox
 from scorecheck.benchmarks import Benchmark, Graded, Item, fork_subset
-from scorecheck.protocols import glaive_2024 as P
+from scorecheck.protocols import DEFAULT_PROFILE
 from scorecheck.stats import mean_ci
 
-CODE_RE = re.compile(P.CODE_PATTERN_HUMANEVAL, re.DOTALL)
 KS = (1, 2, 5, 10, 20, 50, 100)
+DEFAULT_TIMEOUT = 3.0
+"""openai/human-eval evaluate_functional_correctness's default, which both harnesses used."""
 
 
 def read_problems(path: str) -> list[dict[str, Any]]:
@@ -39,8 +42,7 @@ def read_problems(path: str) -> list[dict[str, Any]]:
 
 def find_code(completion: str) -> str:
     """The fork's ``find_code``: the first ```python block, else the whole response."""
-    m = CODE_RE.search(completion)
-    return m.group(1) if m else completion
+    return DEFAULT_PROFILE.evals["humaneval"].extraction.apply(completion) or ""
 
 
 def program(problem_prompt: str, completion: str, test: str, entry_point: str) -> str:
@@ -59,7 +61,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def run_sample(problem_prompt: str, completion: str, test: str, entry_point: str,
-               timeout: float = P.HUMANEVAL_TIMEOUT) -> Graded:  # fmt: skip
+               timeout: float = DEFAULT_TIMEOUT) -> Graded:  # fmt: skip
     iso = sandbox.isolation()
     out = sandbox.run_program(program(problem_prompt, completion, test, entry_point), sandbox.Limits(timeout=timeout))
     info = {"outcome": out.status, "exception": out.exception, "message": out.message, "detail": out.detail,
@@ -71,44 +73,46 @@ def run_sample(problem_prompt: str, completion: str, test: str, entry_point: str
 def grade_in_sandbox(item: Item, extracted: str) -> Graded:
     """The worker grader: item.meta carries the problem's prompt, test and entry point."""
     m = item.meta
-    return run_sample(m["problem_prompt"], extracted, m["test"], m["entry_point"])
+    return run_sample(m["problem_prompt"], extracted, m["test"], m["entry_point"], m.get("timeout", DEFAULT_TIMEOUT))
 
 
 class HumanEval(Benchmark):
     name = "humaneval"
     data_keys = ("humaneval",)
     description = "HumanEval (164 problems), pass@1 (pass@k with --epochs), sandboxed execution"
-    prompt_template = P.INSTRUCTION_HUMANEVAL + "{prompt}"
     worker_grader = staticmethod(grade_in_sandbox)
     runs_code = True
     """Runs model-written code: a run checks before sending anything that the sandbox can run it."""
 
-    def load(self, profile: str, limit: int | None) -> tuple[list[Item], dict[str, str]]:
-        res = data.resolve("humaneval")
+    def load(self, limit: int | None) -> tuple[list[Item], dict[str, str]]:
+        res = data.resolve(self.spec.data_key)
         problems = read_problems(str(res.path))
+        timeout = self.spec.exec_timeout_s or DEFAULT_TIMEOUT
         items = [
             Item(
                 id=p["task_id"],
-                prompt=P.INSTRUCTION_HUMANEVAL + p["prompt"],
+                prompt=self.spec.user_template.format(prompt=p["prompt"]),
                 gold=p["canonical_solution"],
-                meta={"problem_prompt": p["prompt"], "test": p["test"], "entry_point": p["entry_point"]},
+                meta={
+                    "problem_prompt": p["prompt"],
+                    "test": p["test"],
+                    "entry_point": p["entry_point"],
+                    "timeout": timeout,
+                },  # fmt: skip
             )
             for p in fork_subset(problems, limit)
         ]
-        return items, {"humaneval": res.sha256}
-
-    def extract(self, text: str) -> str | None:
-        return find_code(text)
+        return items, {self.spec.data_key: res.sha256}
 
     def grade(self, item: Item, extracted: str | None) -> Graded:
         # extract never returns None; kept for the interface.
         return grade_in_sandbox(item, extracted or "")
 
     def aggregate(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        return pass_at_k_summary(records)
+        return pass_at_k_summary(records, self.spec.pass_ks)
 
 
-def pass_at_k_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def pass_at_k_summary(records: Sequence[dict[str, Any]], only_ks: Sequence[int] = ()) -> dict[str, Any]:
     """pass@k over tasks (the headline ``score`` is pass@1), outcome counts and the isolation the programs had."""
     per_task: dict[str, list[float]] = defaultdict(list)
     outcomes: Counter[str] = Counter()
@@ -131,7 +135,7 @@ def pass_at_k_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         return {}
     ns = [len(v) for v in per_task.values()]
     n_min = min(ns)
-    ks = sorted({k for k in (*KS, n_min) if k <= n_min})
+    ks = sorted({k for k in (*(only_ks or KS), *(() if only_ks else (n_min,))) if k <= n_min})
     pass_k = {}
     for k in ks:
         vals = [pass_at_k(len(v), int(sum(v)), k) for v in per_task.values()]

@@ -1,16 +1,17 @@
 """IFEval (541 prompts, 834 verifiable instructions of 25 types), graded by two checkers on every run.
 
-Data: under ``glaive-2024`` the fork's input file (``ifeval_glaive``, the older Google version whose key 2785 asks
-for "one placeholder" while its kwargs require 3); under any other profile Google's current ``input_data.jsonl``.
+Data: the protocol's input file: under ``glaive-2024`` the fork's (``ifeval_glaive``, the older Google version whose
+key 2785 asks for "one placeholder" while its kwargs require 3); under ``reference`` Google's current
+``input_data.jsonl``.
 Prompt: the prompt as is. Under glaive-2024 the run's ``reflection`` / ``default`` system prompts are replaced by the
 fork's IFEval copies (ifeval/gen_results.py: the Reflection prompt with one fewer blank line, and "You are a helpful
-assistant. Provide clear and concise answers to the user's questions.").
-Extraction: with ``--reasoning reflection``, the fork's IFEval split (``reflection-ifeval``) and only when the run
-uses the Reflection system prompt; the fork's ``--no-reflection`` runs (the Llama default column) graded the raw
-response. Other reasoning formats apply as given.
+assistant. Provide clear and concise answers to the user's questions."): the protocol's ``system_prompts``.
+Extraction: under glaive-2024 (by default, or with ``--reasoning reflection``) the fork's IFEval split
+(``reflection-ifeval``) and only when the run uses the Reflection system prompt; the fork's ``--no-reflection`` runs
+(the Llama default column) graded the raw response. Other reasoning formats apply as given.
 Grade: every response is checked by Google's current evaluator (``reference``) and by the fork's copy
 (``glaive-2024``), strict and loose (scorecheck.grading.ifeval). The headline is the mean of prompt-strict,
-instruction-strict, prompt-loose and instruction-loose under the profile's checker (under glaive-2024 that mean is
+instruction-strict, prompt-loose and instruction-loose under the protocol's checker (its ``grader``) (under glaive-2024 that mean is
 the seed's README choice, not something the fork computes); results.json holds both checkers' four numbers and means,
 how many prompts they grade differently, and per-instruction-type scores. A sample's own ``score`` is its
 prompt-strict result under the profile's checker.
@@ -31,22 +32,21 @@ from scorecheck import data
 from scorecheck.benchmarks import Benchmark, Graded, Item, fork_subset
 from scorecheck.errors import DataError
 from scorecheck.grading import ifeval as checks
-from scorecheck.protocols import glaive_2024 as P
-from scorecheck.reasoning import ReasoningFormat, parse_format
 
 if TYPE_CHECKING:
-    from scorecheck.protocols import Profile
+    from scorecheck.protocols import EvalProtocol
 
-REFLECTION_PROMPTS = ("reflection", "reflection-ifeval")
-
-
-def checker_for(profile: str) -> str:
-    """The checker whose numbers are the headline under ``profile``."""
-    return checks.GLAIVE_2024 if profile == "glaive-2024" else checks.REFERENCE
+GRADER_PREFIX = "ifeval-"
 
 
-def data_key_for(profile: str) -> str:
-    return "ifeval_glaive" if profile == "glaive-2024" else "ifeval"
+def checker_of(spec: EvalProtocol) -> str:
+    """The checker whose numbers are the headline under the protocol (its grader ``ifeval-<checker>``)."""
+    checker = spec.grader.removeprefix(GRADER_PREFIX)
+    if checker not in checks.CHECKERS:
+        raise ValueError(
+            f"IFEval grader {spec.grader!r}: expected one of " + ", ".join(GRADER_PREFIX + c for c in checks.CHECKERS)
+        )
+    return checker
 
 
 def read_inputs(raw: bytes, origin: str) -> list[dict[str, Any]]:
@@ -97,12 +97,12 @@ class IFEval(Benchmark):
     prompt_template = "{prompt}"
     aggregate_failed = True
 
-    def __init__(self) -> None:
-        self.checker = checks.REFERENCE
+    @property
+    def checker(self) -> str:
+        return checker_of(self.spec)
 
-    def load(self, profile: str, limit: int | None) -> tuple[list[Item], dict[str, str]]:
-        self.checker = checker_for(profile)
-        res = data.resolve(data_key_for(profile))
+    def load(self, limit: int | None) -> tuple[list[Item], dict[str, str]]:
+        res = data.resolve(self.spec.data_key)
         rows = read_inputs(res.read_bytes(), str(res.path))
         checks.ensure_nltk()  # missing tokenizer data fails now, not after the requests
         return [make_item(r) for r in fork_subset(rows, limit)], {res.file.key: res.sha256}
@@ -112,19 +112,6 @@ class IFEval(Benchmark):
 
     def grade(self, item: Item, extracted: str | None) -> Graded:
         return grade_text(item, extracted or "", self.checker)
-
-    def system_prompt(self, name: str, text: str | None, profile: Profile) -> str | None:
-        if profile.name == "glaive-2024":
-            if name == "reflection":
-                return P.SYSTEM_REFLECTION_IFEVAL
-            if name == "default":
-                return P.SYSTEM_DEFAULT_IFEVAL
-        return text
-
-    def reasoning(self, fmt: ReasoningFormat, system_prompt_name: str) -> ReasoningFormat:
-        if fmt.name == "reflection":
-            return parse_format("reflection-ifeval" if system_prompt_name in REFLECTION_PROMPTS else "none")
-        return fmt
 
     def aggregate(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         return summarize(records, self.checker)
@@ -213,10 +200,20 @@ def summarize(records: Sequence[dict[str, Any]], checker: str) -> dict[str, Any]
         entry.setdefault(c, {})[mode] = k / n
 
     head = by_checker[checker]
+    n_prompts, n_instr = len(records), sum(len(ids) for ids in ids_per_prompt)
+    metrics = {}
+    for mode in ("strict", "loose"):
+        metrics[f"prompt_{mode}"] = {"value": head[f"prompt_{mode}"], "correct": head["prompts_followed"][mode],
+                                     "n": n_prompts, "unit": "prompts"}  # fmt: skip
+        metrics[f"instruction_{mode}"] = {"value": head[f"instruction_{mode}"],
+                                          "correct": head["instructions_followed"][mode], "n": n_instr,
+                                          "unit": "instructions"}  # fmt: skip
     return {
         "score": head["mean"],
         "ci95": _ci95(per[checker]),
-        "n": len(records),
+        "n": n_prompts,
+        "correct": None,  # the headline is the mean of four proportions, each with its own count under metrics
+        "metrics": metrics,
         "checker": checker,
         "prompt_strict": head["prompt_strict"],
         "instruction_strict": head["instruction_strict"],

@@ -1,7 +1,8 @@
-"""MATH (5,000 test problems) and MATH-500, 0-shot chat, as glaive-ai/simple-evals @ 478400f (math_eval.py) prompts
-and extracts.
+"""MATH (5,000 test problems) and MATH-500, 0-shot chat, as the protocol prompts and extracts (glaive-2024: the
+fork's math_eval.py, described here; simple-evals: its own prompt, the same regex and judge, 10 repeats of the same
+prompt, sent as 10 samples per problem, without a subset).
 
-Prompt: ``QUERY_TEMPLATE_MATH`` (the "." after ``{Question}`` and the trailing space are the protocol's).
+Prompt: the protocol's template (glaive-2024: the "." after ``{Question}`` and the trailing space are the fork's).
 Extraction: the FIRST match of ``(?i)Answer\\s*:\\s*([^\\n]+)``, not stripped. No match is counted as unparsed; the
 fork then still asked the judge, with the string ``"None"`` in place of the answer (``"%s" % None``), and scorecheck's
 judge does the same (``judge_unparsed``); the symbolic grader scores it 0.
@@ -11,7 +12,8 @@ gold parsed as ``\\boxed{gold}``, in a worker process), ``--grader judge|both`` 
 (grading/plan.py). ``--limit n``: ``random.Random(0).sample(examples, n)``, as the fork draws it.
 
 MATH-500 (``--evals math_500``, alias ``math500``) is the prm800k test split of 500 of these problems. The fork never
-ran it; scorecheck uses the same prompt, extraction and graders. Its data is prm800k's ``math_splits/test.jsonl``
+ran it; scorecheck uses the same prompt, extraction and graders (marked not byte-verified; simple-evals reads its own
+``math_500_test.csv``, not in the shared data, so its MATH-500 is not byte-verified either). Its data is prm800k's ``math_splits/test.jsonl``
 format (``problem``, ``answer``, ``subject``, ``level``, ``unique_id``), not a simple-evals CSV, and its ``answer`` differs
 from math_test.csv's ``Answer`` for 3 problems, where prm800k dropped the units: ``90`` vs ``90^\\circ``, ``864`` vs
 ``864 \\mbox{ inches}^2``, ``15`` vs ``15\\mbox{ cm}^2``. A MATH-500 score is therefore not a plain subset of a MATH run's.
@@ -22,14 +24,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 
 from scorecheck import data
 from scorecheck.benchmarks import Benchmark, Graded, Item, fork_subset
 from scorecheck.grading.symbolic import symbolic_equal
-from scorecheck.protocols import glaive_2024 as P
-
-ANSWER_RE = re.compile(P.ANSWER_PATTERN)
 
 
 def grade_symbolic_math(item: Item, extracted: str) -> Graded:
@@ -40,23 +38,17 @@ class MATH(Benchmark):
     name = "math"
     data_keys = ("math",)
     description = "MATH 0-shot chat (5,000 problems), symbolic grader (judge with --grader judge|both)"
-    prompt_template = P.QUERY_TEMPLATE_MATH
     worker_grader = staticmethod(grade_symbolic_math)
     judge_capable = True
-    judge_unparsed = "None"
 
-    def load(self, profile: str, limit: int | None) -> tuple[list[Item], dict[str, str]]:
-        res = data.resolve("math")
+    def load(self, limit: int | None) -> tuple[list[Item], dict[str, str]]:
+        res = data.resolve(self.spec.data_key)
         rows = list(csv.DictReader(io.StringIO(res.read_bytes().decode("utf-8"), newline="")))
         items = [
-            Item(id=row[""], prompt=P.QUERY_TEMPLATE_MATH.format(Question=row["Question"]), gold=row["Answer"])
+            Item(id=row[""], prompt=self.spec.user_template.format(Question=row["Question"]), gold=row["Answer"])
             for row in fork_subset(rows, limit)
         ]
-        return items, {"math": res.sha256}
-
-    def extract(self, text: str) -> str | None:
-        m = ANSWER_RE.search(text)
-        return m.group(1) if m else None
+        return items, {self.spec.data_key: res.sha256}
 
     def grade(self, item: Item, extracted: str | None) -> Graded:
         # Only reached for unparsed answers; parsed ones go to worker_grader.
@@ -68,16 +60,16 @@ class MATH500(MATH):
     data_keys = ("math500",)
     description = "MATH-500 (prm800k test split, 500 problems), same prompt and graders as math"
 
-    def load(self, profile: str, limit: int | None) -> tuple[list[Item], dict[str, str]]:
-        res = data.resolve("math500")
+    def load(self, limit: int | None) -> tuple[list[Item], dict[str, str]]:
+        res = data.resolve(self.spec.data_key)
         rows = [json.loads(line) for line in res.read_bytes().decode("utf-8").splitlines() if line.strip()]
         items = [
             Item(
                 id=row["unique_id"],
-                prompt=P.QUERY_TEMPLATE_MATH.format(Question=row["problem"]),
+                prompt=self.spec.user_template.format(Question=row["problem"]),
                 gold=row["answer"],
                 meta={"subject": row["subject"], "level": row["level"]},
             )
             for row in fork_subset(rows, limit)
         ]
-        return items, {"math500": res.sha256}
+        return items, {self.spec.data_key: res.sha256}

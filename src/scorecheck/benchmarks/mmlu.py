@@ -1,24 +1,24 @@
-"""MMLU, 0-shot chat, as glaive-ai/simple-evals @ 478400f scores it (mmlu_eval.py).
+"""MMLU, 0-shot chat, as the protocol prompts and extracts (glaive-2024: mmlu_eval.py of the fork; simple-evals:
+its own prompt, ``normalize_response`` and multilingual answer regexes).
 
-Data: simple-evals mmlu.csv (14,042 questions, 57 subjects), read with pandas defaults as the fork does, so the 10
-choices whose text is literally ``None`` become NaN and are shown as ``nan`` in the prompt.
-Prompt: QUERY_TEMPLATE_MULTICHOICE. Extraction: the FIRST match of ``(?i)Answer\\s*:\\s*([A-D])`` (so
-"Answer: Based on ..." extracts "B"). Grade: extracted letter == gold letter, case-sensitive ("answer: b" scores 0).
-Scores: micro average (the fork's number), macro average over subjects (Meta's), and per category.
+Data: simple-evals mmlu.csv (14,042 questions, 57 subjects), read with pandas defaults as both harnesses do, so the
+10 choices whose text is literally ``None`` become NaN and are shown as ``nan`` in the prompt.
+Prompt: the protocol's template. Extraction: the protocol's (glaive-2024: the FIRST match of
+``(?i)Answer\\s*:\\s*([A-D])``, so "Answer: Based on ..." extracts "B"). Grade: extracted letter == gold letter,
+case-sensitive ("answer: b" scores 0). Scores: micro average (the fork's number), macro average over subjects
+(Meta's), and per category. Subset: ``random.Random(0).sample(examples, n)`` under both.
 """
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 from scorecheck import data
 from scorecheck.benchmarks import Benchmark, Graded, Item, fork_subset
-from scorecheck.protocols import glaive_2024 as P
 
-# glaive-ai/simple-evals mmlu_eval.py
+# mmlu_eval.py (the same table in glaive-ai/simple-evals @ 478400f and openai/simple-evals @ ee3b031)
 SUBJECT_TO_CATEGORY = {
     "abstract_algebra": "stem", "anatomy": "other", "astronomy": "stem", "business_ethics": "other",
     "clinical_knowledge": "other", "college_biology": "stem", "college_chemistry": "stem",
@@ -42,8 +42,6 @@ SUBJECT_TO_CATEGORY = {
     "virology": "other", "world_religions": "humanities",
 }  # fmt: skip
 
-ANSWER_RE = re.compile(P.ANSWER_PATTERN_MULTICHOICE)
-
 
 def read_csv_like_pandas(path: str) -> list[dict[str, Any]]:
     """The fork's ``pandas.read_csv(url)`` then ``row.to_dict()``: default NA handling included."""
@@ -56,27 +54,22 @@ class MMLU(Benchmark):
     name = "mmlu"
     data_keys = ("mmlu",)
     description = "MMLU 0-shot chat (14,042 questions), micro and macro average"
-    prompt_template = P.QUERY_TEMPLATE_MULTICHOICE
 
-    def load(self, profile: str, limit: int | None) -> tuple[list[Item], dict[str, str]]:
-        res = data.resolve("mmlu")
+    def load(self, limit: int | None) -> tuple[list[Item], dict[str, str]]:
+        res = data.resolve(self.spec.data_key)
         rows = read_csv_like_pandas(str(res.path))
         for i, row in enumerate(rows):
             row["_id"] = str(i)
         items = [
             Item(
                 id=row["_id"],
-                prompt=P.QUERY_TEMPLATE_MULTICHOICE.format(**row),
+                prompt=self.spec.user_template.format(**row),
                 gold=row["Answer"],
                 meta={"subject": row["Subject"], "category": SUBJECT_TO_CATEGORY.get(row["Subject"], "other")},
             )
             for row in fork_subset(rows, limit)
         ]
-        return items, {"mmlu": res.sha256}
-
-    def extract(self, text: str) -> str | None:
-        m = ANSWER_RE.search(text)
-        return m.group(1) if m else None
+        return items, {self.spec.data_key: res.sha256}
 
     def grade(self, item: Item, extracted: str | None) -> Graded:
         return Graded(1.0 if extracted == item.gold else 0.0, "exact-letter")

@@ -4,7 +4,8 @@ Model output is untrusted. The tables are rendered by Jinja2 with autoescape on;
 ``<script type="application/json">`` with ``<``, ``>``, ``&`` and U+2028/2029 written as ``\\uXXXX`` (so no
 ``</script>`` can close the block), and the page's script puts them into the DOM with ``textContent`` only. A
 Content-Security-Policy allows only the page's own script (by nonce): an injected script or ``onerror`` handler would
-not run even if escaping failed.
+not run even if escaping failed. Bidi controls (an RTL override reorders what follows it) and other invisible control
+characters are shown as ``⟦U+202E⟧`` markers, in the tables and in the transcripts (results.hygiene).
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from markupsafe import Markup
+
 from scorecheck.compare import render
 from scorecheck.compare.model import Comparison, sample_disagrees
+from scorecheck.results.hygiene import visible_controls
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 FLAG_KEYS = ("unparsed", "truncated", "missing_tag", "failed", "http_400", "judge_failed")
@@ -32,7 +36,13 @@ def script_json(obj: Any) -> str:
 def _text(v: Any) -> str | None:
     if v is None:
         return None
-    return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)
+    return visible_controls(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str))
+
+
+def _finalize(v: Any) -> Any:
+    """Every value the template prints, with bidi and invisible controls made visible (the JSON block is Markup, and
+    its strings were made visible by ``_text``)."""
+    return visible_controls(v) if isinstance(v, str) and not isinstance(v, Markup) else v
 
 
 def sample_payload(cmp: Comparison) -> dict[str, Any]:
@@ -49,7 +59,7 @@ def sample_payload(cmp: Comparison) -> dict[str, Any]:
                 prompts.setdefault(pk, prompt)
             flags = s.get("flags") or {}
             rows.append({
-                "r": ri, "e": e, "i": item, "k": s.get("sample_index", 0), "p": pk,
+                "r": ri, "e": visible_controls(e), "i": visible_controls(item), "k": s.get("sample_index", 0), "p": pk,
                 "resp": _text(s.get("response")), "reas": _text(s.get("reasoning")), "ans": _text(s.get("answer_text")),
                 "x": _text(s.get("extracted")), "g": _text(s.get("gold")), "sc": s.get("score"),
                 "gr": _text(s.get("grader")), "det": _text(s.get("grader_detail")) or _text(s.get("error")),
@@ -60,14 +70,14 @@ def sample_payload(cmp: Comparison) -> dict[str, Any]:
     for r in cmp.runs:
         sp = r.config.get("system_prompt")
         systems.append(_text(sp.get("text")) if isinstance(sp, dict) else _text(sp))
-    return {"runs": [r.label for r in cmp.runs], "systems": systems, "prompts": prompts, "samples": rows}
+    return {"runs": [_text(r.label) for r in cmp.runs], "systems": systems, "prompts": prompts, "samples": rows}
 
 
 def to_html(cmp: Comparison, chart_png: bytes | None = None) -> str:
     from jinja2 import Environment, FileSystemLoader, select_autoescape
-    from markupsafe import Markup
 
-    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]))
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]),
+                      finalize=_finalize)  # fmt: skip
     tmpl = env.get_template("report.html.j2")
     claim_header, claim_rows = render.claim_rows(cmp) if cmp.claims else ([], [])
     table = []

@@ -1,12 +1,12 @@
 """The comparison of several run directories: cells (score, interval, n, diagnostics), paired tests, claims.
 
-Everything here reads whatever keys a run's ``results.json`` and ``samples.jsonl`` hold and never fails on a missing
-one: evals added later (HumanEval pass@k, IFEval's sub-scores, a grader-agreement block) appear as they are.
+A run is read through the record models (scorecheck.results): an unknown schema major version, a corrupt line or an
+invalid record is a one-line error naming the file and line, and nothing is skipped. Fields the models do not name
+(HumanEval pass@k, IFEval's sub-scores, fields added later) are kept and appear as they are.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -14,6 +14,7 @@ from typing import Any
 
 from scorecheck.compare.paired import DEFAULT_RESAMPLES, paired_test
 from scorecheck.errors import UsageError
+from scorecheck.results import Results, Sample, read_results, read_samples
 
 # A cell is flagged (shown with a marker and its reasons, never silently averaged) when any of these holds.
 THRESHOLDS = {"unparsed": 0.05, "truncated": 0.01, "missing_tag": 0.05}
@@ -33,26 +34,30 @@ EVAL_ORDER = ["mmlu", "gpqa_main", "gpqa_diamond", "humaneval", "math", "math_50
 class Run:
     path: Path
     label: str
-    results: dict[str, Any]
-    samples: list[dict[str, Any]]
+    record: Results
+    sample_records: list[Sample]
+    results: dict[str, Any] = field(init=False)
+    """``record`` as plain JSON data (every field the model names is present)."""
+    samples: list[dict[str, Any]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.results = self.record.model_dump(mode="json")
+        self.samples = [s.model_dump(mode="json") for s in self.sample_records]
 
     @property
     def config(self) -> dict[str, Any]:
-        return self.results.get("config") or {}
+        return self.results["config"]
 
     def describe(self) -> str:
-        cfg = self.config
-        sp = cfg.get("system_prompt")
-        sp_name = sp.get("name") if isinstance(sp, dict) else sp
-        parts = [str(self.results.get("model") or "?"), f"protocol {_get(self.results, 'protocol', 'name') or '?'}"]
-        if sp_name:
-            parts.append(f"system prompt {sp_name}")
-        if cfg.get("reasoning"):
-            parts.append(f"reasoning {cfg['reasoning']}")
-        if cfg.get("limit"):
-            parts.append(f"limit {cfg['limit']}")
-        if cfg.get("max_tokens"):
-            parts.append(f"max_tokens {cfg['max_tokens']}")
+        cfg = self.record.config
+        parts = [self.record.model or "?", f"protocol {self.record.protocol.name}",
+                 f"system prompt {cfg.system_prompt.name}"]  # fmt: skip
+        if cfg.reasoning:
+            parts.append(f"reasoning {cfg.reasoning}")
+        if cfg.limit:
+            parts.append(f"limit {cfg.limit}")
+        if self.config.get("max_tokens"):
+            parts.append(f"max_tokens {self.config['max_tokens']}")
         return " · ".join(parts)
 
 
@@ -69,26 +74,9 @@ def load_run(path: Path, label: str | None = None) -> Run:
     res_path = path / "results.json"
     if not res_path.is_file():
         raise UsageError(f"{path}: no results.json (not a finished scorecheck run directory)")
-    try:
-        results = json.loads(res_path.read_text())
-    except ValueError as e:
-        raise UsageError(f"{res_path}: not valid JSON ({e})") from None
-    except OSError as e:
-        raise UsageError(f"{res_path}: cannot be read ({e.strerror or e})") from None
-    evals = results.get("evals") if isinstance(results, dict) else None
-    if not isinstance(evals, dict) or not all(isinstance(v, dict) for v in evals.values()):
-        raise UsageError(f"{res_path}: not a scorecheck results file (no table of evals under 'evals')")
-    samples: list[dict[str, Any]] = []
+    results = read_results(res_path)
     sp = path / "samples.jsonl"
-    if sp.is_file():
-        with open(sp) as f:
-            for line in f:
-                line = line.strip()
-                if line:
-                    try:
-                        samples.append(json.loads(line))
-                    except ValueError:
-                        continue
+    samples = read_samples(sp) if sp.is_file() else []
     return Run(path, label or path.name or str(path), results, samples)
 
 
@@ -192,11 +180,11 @@ def _disagreement(ev: dict[str, Any], samples: list[dict[str, Any]], eval_name: 
 
 
 def build_cells(run: Run, eval_name: str) -> list[Cell]:
-    ev = _get(run.results, "evals", eval_name)
-    if not isinstance(ev, dict):
+    if eval_name not in run.record.evals:
         return []
-    counts = {f: int(_get(ev, "counts", f) or 0) for f in FLAG_NAMES}
-    n_items = ev.get("n_items") if isinstance(ev.get("n_items"), int) else ev.get("n")
+    ev = run.results["evals"][eval_name]
+    counts = {f: int(ev["counts"].get(f) or 0) for f in FLAG_NAMES}
+    n_items = ev["n_items"]
     denom = n_items or 0
     rates = {f: (counts[f] / denom if denom else 0.0) for f in FLAG_NAMES}
     problems: list[str] = []
@@ -216,9 +204,9 @@ def build_cells(run: Run, eval_name: str) -> list[Cell]:
     if ev.get("contained") is False:
         mode = f"'{ev['isolation_mode']}' mode: " if ev.get("isolation_mode") else ""
         problems.append(f"programs ran without full isolation ({mode}{ev.get('isolation')})")
-    graders = {str(k): int(v) for k, v in (ev.get("graders") or {}).items()}
-    ci = ev.get("ci95")
-    main = Cell(eval_name, "score", run.label, ev.get("score"), list(ci) if ci else None, ev.get("n"), n_items,
+    graders = dict(ev["graders"])
+    ci = ev["ci95"]
+    main = Cell(eval_name, "score", run.label, ev["score"], list(ci) if ci else None, ev["n"], n_items,
                 counts, rates, graders, dis, problems)  # fmt: skip
     if "micro" in ev:
         main.note = "micro"
@@ -227,7 +215,8 @@ def build_cells(run: Run, eval_name: str) -> list[Cell]:
         v = ev.get(key)
         if isinstance(v, (int, float)):
             sub_ci = ev.get(f"{key}_ci95")
-            n = ev.get("macro_subjects") if key == "macro" else ev.get("n")
+            own = ev["metrics"].get(key)  # IFEval: each of the four with its own n (prompts or instructions)
+            n = ev.get("macro_subjects") if key == "macro" else own["n"] if own else ev["n"]
             cells.append(Cell(eval_name, label, run.label, float(v), list(sub_ci) if sub_ci else None, n,
                               problems=list(problems), note="subjects" if key == "macro" else ""))  # fmt: skip
     pass_k = ev.get("pass_at_k")
@@ -258,8 +247,8 @@ class Comparison:
                     "label": r.label,
                     "path": str(r.path),
                     "describe": r.describe(),
-                    "model": r.results.get("model"),
-                    "protocol": _get(r.results, "protocol", "name"),
+                    "model": r.record.model,
+                    "protocol": r.record.protocol.name,
                     "config": r.config,
                 }
                 for r in self.runs
@@ -296,7 +285,7 @@ def compare(paths: list[Path], labels: list[str] | None = None, references: list
         raise UsageError("give at least one run directory")
     names = _unique_labels([Path(p) for p in paths], labels)
     runs = [load_run(Path(p), name) for p, name in zip(paths, names, strict=True)]
-    evals = sorted({e for r in runs for e in (r.results.get("evals") or {})}, key=_eval_key)
+    evals = sorted({e for r in runs for e in r.record.evals}, key=_eval_key)
     cells: dict[tuple[str, str, str], Cell] = {}
     rows: list[tuple[str, str]] = []
     for e in evals:
@@ -320,7 +309,7 @@ def compare(paths: list[Path], labels: list[str] | None = None, references: list
             paired.append(p.as_dict())
     notes = []
     for r in runs:
-        for n in r.results.get("notes") or []:
+        for n in r.record.notes:
             notes.append(f"{r.label}: {n}")
     claims: list[dict[str, Any]] = []
     if references:

@@ -8,9 +8,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from scorecheck.compare.model import Cell, Comparison
+from scorecheck.results.hygiene import csv_cell
 
 NS = "≈"  # marks a paired difference that is not significant at 5%
 FLAG = "!"
@@ -205,9 +207,17 @@ CSV_FIELDS = ["section", "eval", "metric", "config", "config_b", "score", "ci_lo
               "significant", "claimed", "reference", "claim", "inside_ci", "kind"]  # fmt: skip
 
 
+class _SafeWriter(csv.DictWriter):
+    """Every text cell neutralised against spreadsheet formulas (results.hygiene.csv_cell); numbers untouched."""
+
+    def writerow(self, rowdict: Mapping[str, Any]) -> Any:
+        return super().writerow({k: csv_cell(v) for k, v in rowdict.items()})
+
+
 def to_csv(cmp: Comparison) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+    # CRLF, as RFC 4180: a cell holding a bare CR is then quoted too (with "\n" only an LF is), so no cell splits a row
+    w = _SafeWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\r\n")
     w.writeheader()
     for e, m in cmp.rows:
         for r in cmp.runs:

@@ -1,6 +1,7 @@
-"""The protocol's LLM equality judge (glaive-2024: simple-evals ``check_equality`` with gpt-4-turbo-preview).
+"""The protocol's LLM equality judge (glaive-2024 and simple-evals: ``check_equality`` with gpt-4-turbo-preview).
 
-One user message, no system message: ``EQUALITY_TEMPLATE % {"expression1": gold, "expression2": answer}``; the
+One user message, no system message: the eval protocol's ``judge_template`` (``EQUALITY_TEMPLATE``)
+``% {"expression1": gold, "expression2": answer}``; the
 answer is equal iff the reply, lowercased and stripped, is ``"yes"``. A judge request answered with HTTP 400 reads as
 the empty reply, i.e. "no" (the fork's sampler returned ``""`` on ``BadRequestError``).
 
@@ -13,15 +14,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from scorecheck.protocols import glaive_2024 as P
+from scorecheck.protocols import DEFAULT_PROFILE
 
 
-def judge_prompt(gold: str, answer: str) -> str:
-    return P.EQUALITY_TEMPLATE % {"expression1": gold, "expression2": answer}
+def judge_prompt(gold: str, answer: str, template: str | None = None) -> str:
+    """``template`` is the eval protocol's ``judge_template`` [glaive-2024's MATH judge]."""
+    template = template or DEFAULT_PROFILE.evals["math"].judge_template or ""
+    return template % {"expression1": gold, "expression2": answer}
 
 
-def judge_messages(gold: str, answer: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": judge_prompt(gold, answer)}]
+def judge_messages(gold: str, answer: str, template: str | None = None) -> list[dict[str, str]]:
+    return [{"role": "user", "content": judge_prompt(gold, answer, template)}]
 
 
 def judge_says_yes(reply: str | None) -> bool:

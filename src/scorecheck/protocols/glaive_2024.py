@@ -13,9 +13,13 @@ Every string below is protocol data, copied byte for byte from glaive-ai/simple-
 - INSTRUCTION_HUMANEVAL, CODE_PATTERN_HUMANEVAL, HUMANEVAL_TIMEOUT: humaneval_eval.py
 
 tests/test_protocol.py checks each against ../shared/protocol/glaive-2024/ by sha256.
+
+``PROFILE`` (the end of this module) puts these strings together with the rules of each eval the fork ran.
 """
 
 from __future__ import annotations
+
+from scorecheck.protocols.spec import EvalProtocol, Extraction, Profile
 
 # system_reflection.txt
 SYSTEM_REFLECTION = (
@@ -167,3 +171,141 @@ JUDGE_MAX_TOKENS = 1024
 INSTRUCTION_HUMANEVAL = "Complete the following code snippet, and always put python code in ```python markdown block. "
 CODE_PATTERN_HUMANEVAL = r"```python\n(.*?)```"
 HUMANEVAL_TIMEOUT = 3.0
+
+SOURCE = "glaive-ai/simple-evals @ 478400f"
+FORK_SUBSET = "random.Random(0).sample(examples, n)"
+SUBSET_NOT_IN_FORK = FORK_SUBSET + " (the fork cannot subset this eval; scorecheck draws it the same way)"
+
+# The fork's single sampler wrapped every column's responses in its <output> split (PROTOCOL.md, "simple-evals part").
+REASONING_DEFAULT = "reflection"
+
+_MULTICHOICE = Extraction(patterns=(ANSWER_PATTERN_MULTICHOICE,), match="first")
+_MATH = Extraction(patterns=(ANSWER_PATTERN,), match="first")
+
+
+def _gpqa(variant: str, rows: int) -> EvalProtocol:
+    return EvalProtocol(
+        eval=f"gpqa_{variant}",
+        source=f"{SOURCE} gpqa_eval.py, common.py",
+        data_key=f"gpqa_{variant}",
+        subset="rng = random.Random(0); rng.sample(examples, n) first, then one rng.sample(range(4), 4) permutation "
+        "per example in order",
+        user_template=QUERY_TEMPLATE_MULTICHOICE,
+        extraction=_MULTICHOICE,
+        grader="exact-letter",
+        reasoning_default=REASONING_DEFAULT,
+        notes=(f"{rows} questions; gold is the letter of the first shown choice equal to the correct text",)
+        + (("the fork's table used gpqa_main; diamond is the same code on the simple-evals diamond file",)
+           if variant == "diamond" else ()),
+    )  # fmt: skip
+
+
+def _math(eval_name: str, data_key: str, source: str, verified: bool, notes: tuple[str, ...]) -> EvalProtocol:
+    return EvalProtocol(
+        eval=eval_name,
+        source=source,
+        data_key=data_key,
+        subset=FORK_SUBSET,
+        user_template=QUERY_TEMPLATE_MATH,
+        extraction=_MATH,
+        grader="math-equality",
+        reasoning_default=REASONING_DEFAULT,
+        judge_template=EQUALITY_TEMPLATE,
+        judge_unparsed="None",
+        byte_verified=verified,
+        notes=notes,
+    )
+
+
+EVALS = (
+    EvalProtocol(
+        eval="mmlu",
+        source=f"{SOURCE} mmlu_eval.py, common.py",
+        data_key="mmlu",
+        subset=FORK_SUBSET,
+        user_template=QUERY_TEMPLATE_MULTICHOICE,
+        extraction=_MULTICHOICE,
+        grader="exact-letter",
+        reasoning_default=REASONING_DEFAULT,
+        aggregate="micro mean (the fork's); macro over subjects reported beside it",
+        notes=("read with pandas defaults: the 10 'None' choices are shown as nan",),
+    ),
+    _gpqa("main", 448),
+    _gpqa("diamond", 198),
+    _math("math", "math", f"{SOURCE} math_eval.py, common.py", True, ()),
+    _math(
+        "math_500",
+        "math500",
+        f"{SOURCE} math_eval.py (prompt, extraction, judge); data: prm800k math_splits/test.jsonl",
+        False,
+        ("the fork never ran MATH-500: its MATH prompt, extraction and judge on prm800k's 500-problem split",),
+    ),
+    EvalProtocol(
+        eval="gsm8k",
+        source=f"{SOURCE} gsm_eval.py, common.py",
+        data_key="gsm8k",
+        subset=SUBSET_NOT_IN_FORK,
+        user_template=QUERY_TEMPLATE_GSM8K,
+        extraction=Extraction(patterns=(ANSWER_PATTERN,), match="last", normalize_answer=(("%", ""),)),
+        grader="math-equality",
+        reasoning_default=REASONING_DEFAULT,
+        judge_template=EQUALITY_TEMPLATE,
+        judge_unparsed=None,
+        notes=("gold: the text after ####, stripped, % removed; no match scores 0 without the judge",),
+    ),
+    EvalProtocol(
+        eval="humaneval",
+        source=f"{SOURCE} humaneval_eval.py; openai/human-eval check_correctness",
+        data_key="humaneval",
+        subset=FORK_SUBSET + " (the fork always drew all 164 this way: the same set, shuffled)",
+        user_template=INSTRUCTION_HUMANEVAL + "{prompt}",
+        extraction=Extraction(
+            patterns=(CODE_PATTERN_HUMANEVAL,), match="first", dotall=True, no_match="whole-response"
+        ),  # fmt: skip
+        grader="humaneval-exec",
+        exec_timeout_s=HUMANEVAL_TIMEOUT,
+        reasoning_default=REASONING_DEFAULT,
+        aggregate="pass@1 over tasks (pass@k with more samples)",
+        notes=(f"program = prompt + completion + test + check(entry_point), {HUMANEVAL_TIMEOUT} s timeout",),
+    ),
+    EvalProtocol(
+        eval="ifeval",
+        source=f"{SOURCE} ifeval/gen_results.py, ifeval/ (the fork's checker copy)",
+        data_key="ifeval_glaive",
+        subset=SUBSET_NOT_IN_FORK,
+        user_template="{prompt}",
+        extraction=Extraction(patterns=(), no_match="whole-response"),
+        grader="ifeval-glaive-2024",
+        reasoning_default=REASONING_DEFAULT,
+        reflection_variant="reflection-ifeval",
+        reflection_prompts=("reflection", "reflection-ifeval"),
+        system_prompts={"reflection": SYSTEM_REFLECTION_IFEVAL, "default": SYSTEM_DEFAULT_IFEVAL},
+        aggregate="mean of prompt-strict, instruction-strict, prompt-loose, instruction-loose (the seed's choice)",
+        notes=(
+            "the fork's input file (key 2785 asks for one placeholder, its kwargs for 3)",
+            "both checkers grade every response; the headline is the fork's",
+        ),
+    ),  # fmt: skip
+)
+
+PROFILE = Profile(
+    name="glaive-2024",
+    reference=f"{SOURCE}",
+    description="the seed's table: Reflection 70B and Llama 3.1 70B, September 2024",
+    system_prompts={
+        "reflection": SYSTEM_REFLECTION,
+        "default": SYSTEM_DEFAULT,
+        "reflection-ifeval": SYSTEM_REFLECTION_IFEVAL,
+        "default-ifeval": SYSTEM_DEFAULT_IFEVAL,
+    },
+    temperature=TEMPERATURE,
+    max_tokens=MAX_TOKENS,
+    extra_body=dict(EXTRA_BODY),
+    http_400_text="",
+    default_evals=("mmlu", "gpqa", "gsm8k"),
+    judge_model=JUDGE_MODEL,
+    judge_temperature=JUDGE_TEMPERATURE,
+    judge_max_tokens=JUDGE_MAX_TOKENS,
+    evals={e.eval: e for e in EVALS},
+    aliases={"gpqa": "gpqa_main", "math500": "math_500"},
+)
