@@ -72,8 +72,10 @@ class Stub:
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}/v1"
 
-    def control(self, script: list[str] | None = None, default: str = "ok", answer: str = "Answer: A") -> None:
-        body = json.dumps({"script": script or [], "default": default, "answer": answer}).encode()
+    def control(self, script: list[str] | None = None, default: str = "ok", answer: str = "Answer: A",
+                models_script: list[str] | None = None) -> None:  # fmt: skip
+        body = json.dumps({"script": script or [], "default": default, "answer": answer,
+                           "models_script": models_script or []}).encode()  # fmt: skip
         urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{self.port}/control", data=body), timeout=5)
 
     def stats(self) -> dict[str, int]:

@@ -6,8 +6,13 @@ instantly). Not a model: never use it where the real embedded server can do the 
 Behaviour per request: the next entry of ``script`` (a list of actions), then ``default`` forever. Actions:
 ``ok`` (a chat completion whose content is ``answer``), ``400``, ``429``, ``500``, ``503``, ``reset`` (close the
 connection without answering), ``hang`` (never answer), ``malformed`` (200 with a body that is not JSON),
-``nochoices`` (200 JSON without choices), ``length`` (ok but finish_reason "length").
-A POST with JSON ``{"script": [...], "default": "ok", "answer": "..."}`` to ``/control`` replaces the script.
+``nochoices`` (200 JSON without choices), ``length`` (ok but finish_reason "length"), ``badutf8`` (ok, the answer
+followed by bytes that are not UTF-8), ``surrogate`` (ok, the answer followed by a lone surrogate escape ``\\ud800``),
+``cut`` (a 200 whose body stops short of its Content-Length, then the connection closes), ``502`` (an nginx-style
+HTML error page).
+``GET /v1/models`` takes its own script (``models_script``: ``ok``, ``502``, ``cut``), then answers ``ok``.
+A POST with JSON ``{"script": [...], "default": "ok", "answer": "...", "models_script": [...]}`` to ``/control``
+replaces the scripts.
 ``--delay S`` answers ``ok`` after S seconds (a replica with some latency); ``--host`` picks the loopback address
 (several stubs on one port, as replicas on several nodes); ``--models FILE`` serves that JSON as ``/v1/models``
 (a real server's, so the stub passes for one of its replicas).
@@ -34,6 +39,7 @@ class StubState:
         self.answer = answer
         self.default = default
         self.script: deque[str] = deque(script or [])
+        self.models_script: deque[str] = deque()
         self.counts: Counter[str] = Counter()
         self.bodies: list[dict[str, Any]] = []
         self.keep_bodies = False
@@ -92,6 +98,10 @@ class StubProtocol(asyncio.Protocol):
             t.write(_response(200, st.models))
             return True
         if method == "GET" and path.endswith("/models"):
+            action = st.models_script.popleft() if st.models_script else "ok"
+            st.counts[f"models_{action}"] += 1
+            if action != "ok":
+                return self.fault(action)
             payload = {
                 "object": "list",
                 "data": [{"id": st.model, "object": "model", "created": 0, "owned_by": "stub"}],
@@ -106,6 +116,7 @@ class StubProtocol(asyncio.Protocol):
             st.script = deque(cfg.get("script", []))
             st.default = cfg.get("default", st.default)
             st.answer = cfg.get("answer", st.answer)
+            st.models_script = deque(cfg.get("models_script", []))
             st.counts.clear()
             t.write(_response(200, b"{}"))
             return True
@@ -114,13 +125,18 @@ class StubProtocol(asyncio.Protocol):
         st.counts["total"] += 1
         if st.keep_bodies:
             st.bodies.append(json.loads(body))
-        if action in ("ok", "length"):
+        if action in ("ok", "length", "badutf8", "surrogate"):
+            content = json.dumps(st.answer).encode()
+            if action == "badutf8":
+                content = content[:-1] + b" \xff\xfe\xc3(" + b'"'
+            elif action == "surrogate":
+                content = content[:-1] + b' \\ud800"'
             payload = (
                 b'{"id":"stub","object":"chat.completion","model":"' + st.model.encode() + b'","choices":[{"index":0,'
                 b'"message":{"role":"assistant","content":'
-                + json.dumps(st.answer).encode()
+                + content
                 + b'},"finish_reason":"'
-                + (b"stop" if action == "ok" else b"length")
+                + (b"length" if action == "length" else b"stop")
                 + b'"}],"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}'
             )
             if st.delay:
@@ -135,14 +151,31 @@ class StubProtocol(asyncio.Protocol):
             t.write(_response(200, b"<html>not json"))
         elif action == "nochoices":
             t.write(_response(200, b'{"object":"chat.completion"}'))
-        elif action == "reset":
+        else:
+            return self.fault(action)
+        return True
+
+    def fault(self, action: str) -> bool:
+        """Write a fault; False when the connection is closed or left hanging."""
+        t = self.transport
+        assert t is not None
+        if action == "reset":
             t.abort()
             return False
-        elif action == "hang":
+        if action == "hang":
             self.buf = b""  # keep the connection open, never answer
             return False
-        else:
-            t.write(_response(500, b'{"error":"unknown stub action"}', "Err"))
+        if action == "cut":
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n"
+            t.write(head + b'{"object":"list","data":[{"id"')
+            t.close()
+            return False
+        if action == "502":
+            page = (b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway"
+                    b"</h1></center>\r\n<hr><center>nginx/1.18.0 (Ubuntu)</center>\r\n</body>\r\n</html>\r\n")  # fmt: skip
+            t.write(_response(502, page, "Bad Gateway").replace(b"application/json", b"text/html"))
+            return True
+        t.write(_response(500, b'{"error":"unknown stub action"}', "Err"))
         return True
 
 

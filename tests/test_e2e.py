@@ -130,6 +130,11 @@ def _ok_keys(db: Path) -> set[str]:
         con.close()
 
 
+def _answered(log: Path) -> int:
+    """Requests the llama.cpp server has finished, from its log."""
+    return sum("stop processing" in line for line in log.read_text(errors="replace").splitlines())
+
+
 def test_sigkill_mid_run_then_rerun_resends_nothing_finished(serial_server, tmp_path):
     args = ["run", "--base-url", serial_server.base_url, "--model", MODEL_ALIAS, "--evals", "mmlu,gsm8k",
             "--limit", "4", "--max-tokens", "24", "--concurrency", "2", "-q",
@@ -142,6 +147,7 @@ def test_sigkill_mid_run_then_rerun_resends_nothing_finished(serial_server, tmp_
 
     # The same run, killed with SIGKILL once a few requests are stored.
     out = tmp_path / "killed"
+    answered_before = _answered(serial_server.log_path)
     p = subprocess.Popen([*cmd, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = out / "store.sqlite"
     deadline = time.monotonic() + 600
@@ -152,6 +158,11 @@ def test_sigkill_mid_run_then_rerun_resends_nothing_finished(serial_server, tmp_
     survived = _ok_keys(db)
     assert 3 <= len(survived) < 8, "the kill must land mid-run"
     assert not (out / "results.json").exists()
+    # Every answer the server finished is in the store but those still in flight (--concurrency 2): answers are
+    # committed before they count as finished. The preflight is one more answer, not stored.
+    time.sleep(1)  # the server finishes what it was computing for the dead client
+    answered = _answered(serial_server.log_path) - answered_before - 1
+    assert 0 <= answered - len(survived) <= 2, (answered, len(survived))
 
     r = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
@@ -160,9 +171,11 @@ def test_sigkill_mid_run_then_rerun_resends_nothing_finished(serial_server, tmp_
     sessions = [s for (s,) in con.execute("SELECT id FROM sessions ORDER BY started")]
     assert len(sessions) == 2
     resent = {k for (k,) in con.execute("SELECT key FROM sends WHERE session = ?", (sessions[1],))}
+    sent_before = {k for (k,) in con.execute("SELECT key FROM sends WHERE session = ?", (sessions[0],))}
     con.close()
     assert resent, "the rerun had work left"
     assert not (resent & survived), "a finished request was sent again"
+    assert len(resent & sent_before) <= 2, "re-sent: more than what was in flight"
     assert len(resent) + len(survived) == 8
 
     a, b = _results(ref), _results(out)

@@ -264,6 +264,10 @@ def run(
         ),
     ] = None,
     no_preflight: Annotated[bool, typer.Option("--no-preflight", help="Skip the test request before the run.")] = False,
+    new_run: Annotated[
+        bool,
+        typer.Option("--new-run", help="--out holds a run of another configuration: move it aside, start over there."),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     print_config: Annotated[
         bool,
@@ -334,7 +338,7 @@ def run(
             raise typer.Exit(0)
         from scorecheck.session import execute
 
-        code = execute(cfg, api_key=api_key, show_progress=not quiet, console=console, err=err)
+        code = execute(cfg, api_key=api_key, show_progress=not quiet, console=console, err=err, new_run=new_run)
     except ScorecheckError as e:
         _fail(e)
     raise typer.Exit(code)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,23 +128,25 @@ class ChatClient:
             async with self._session.post(
                 ep.base_url + "/chat/completions", json=body, headers=ep.request_headers()
             ) as resp:
-                text = await resp.text()
+                text, replaced = decode_body(await resp.read())
                 latency = time.monotonic() - t0
                 if resp.status == 400:
-                    return Outcome("http_400", error=f"HTTP 400: {text[:500]}", latency=latency,
+                    return Outcome("http_400", error=f"HTTP 400: {' '.join(text[:500].split())}", latency=latency,
                                    response=text[:20000], endpoint=ep.base_url)  # fmt: skip
                 if resp.status in RETRY_STATUSES:
                     if resp.status == 429 or resp.status >= 500:
                         ep.throttled += 1
-                    raise Transient(f"HTTP {resp.status}: {text[:200]}")
+                    raise Transient(summarize_http(resp.status, text))
                 if resp.status != 200:
-                    raise Final(f"HTTP {resp.status}: {text[:300]}")
+                    raise Final(summarize_http(resp.status, text))
                 try:
                     data = json.loads(text)
                     choice = data["choices"][0]
                     message = choice.get("message") or {}
                 except (ValueError, KeyError, IndexError, TypeError, AttributeError):
                     raise Transient(f"malformed response body: {text[:120]!r}") from None
+                if "\\u" in text and _has_surrogate(message):  # a lone surrogate escape (\ud800): not encodable
+                    message, replaced = _replace_surrogates(message), replaced + ["lone surrogate"]
                 usage = data.get("usage") or {}
                 return Outcome(
                     "ok",
@@ -156,6 +159,7 @@ class ChatClient:
                     latency=latency,
                     response=text,
                     endpoint=ep.base_url,
+                    error=f"{DECODE_REPLACED}: {', '.join(replaced)} replaced by U+FFFD" if replaced else None,
                 )
         except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, ConnectionError) as e:
             if len(self.endpoints) > 1:  # a dead replica: the retry goes to another one
@@ -195,22 +199,96 @@ class ChatClient:
         return min(self.retry_wait * 2.0 ** min(attempt - 1, 64) + random.uniform(0, self.retry_wait), 60.0)
 
     async def list_models(self, ep: EndpointState) -> dict[str, Any]:
+        """``GET /models``, retried like any request (429/5xx, resets, timeouts, cut or non-JSON bodies); a wrong
+        key (401/403), another 4xx or a refused connection fails at once. Errors are one line."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._models_once(ep)
+            except Transient as e:
+                if attempt > self.max_retries:
+                    raise EndpointError(f"{ep.base_url}/models: {e} (after {attempt} attempts)"[:400]) from None
+                await asyncio.sleep(self.backoff(attempt))
+
+    async def _models_once(self, ep: EndpointState) -> dict[str, Any]:
         assert self._session is not None
         try:
             async with self._session.get(
                 ep.base_url + "/models", headers=ep.request_headers(), timeout=aiohttp.ClientTimeout(total=15)
             ) as resp:
-                text = await resp.text()
+                text, _ = decode_body(await resp.read())
                 if resp.status in (401, 403):
                     raise EndpointError(f"{ep.base_url}/models: HTTP {resp.status}, check the API key")
+                if resp.status in RETRY_STATUSES:
+                    raise Transient(summarize_http(resp.status, text))
                 if resp.status != 200:
-                    raise EndpointError(f"{ep.base_url}/models: HTTP {resp.status}: {text[:200]}")
+                    raise EndpointError(f"{ep.base_url}/models: {summarize_http(resp.status, text)}")
                 try:
-                    return json.loads(text)
+                    models = json.loads(text)
                 except ValueError:
-                    raise EndpointError(f"{ep.base_url}/models did not return JSON: {text[:100]!r}") from None
-        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+                    raise Transient(f"not JSON: {summarize_body(text)!r}") from None
+                if not isinstance(models, dict):
+                    raise Transient(f"not a model list: {summarize_body(text)!r}")
+                return models
+        except aiohttp.ClientConnectorError as e:  # nothing listens there (a wrong URL, a server not up): at once
             raise EndpointError(f"endpoint {ep.base_url} unreachable ({e.__class__.__name__}: {e})"[:300]) from None
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            raise Transient(f"{e.__class__.__name__}: {e}"[:300]) from None
+
+
+# -- decoding and error summaries ------------------------------------------------------------------------------------
+DECODE_REPLACED = "response decoding"
+"""The start of ``Outcome.error`` on an ``ok`` answer whose body had invalid UTF-8 or a lone surrogate escape: the
+characters were replaced by U+FFFD and the sample is flagged (``flags.decode_replaced``)."""
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_TAG = re.compile(r"<[^>]*>")
+
+
+def decode_body(raw: bytes) -> tuple[str, list[str]]:
+    """A response body as text: UTF-8, invalid bytes replaced by U+FFFD (then listed) instead of raising."""
+    try:
+        return raw.decode("utf-8"), []
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", errors="replace"), ["invalid UTF-8"]
+
+
+def decode_replaced(out: Outcome) -> bool:
+    """Whether an answer's text had characters replaced when it was decoded."""
+    return out.status == "ok" and bool(out.error) and str(out.error).startswith(DECODE_REPLACED)
+
+
+def _has_surrogate(obj: Any) -> bool:
+    if isinstance(obj, str):
+        return _SURROGATE.search(obj) is not None
+    if isinstance(obj, dict):
+        return any(_has_surrogate(v) for v in obj.values())
+    if isinstance(obj, list):
+        return any(_has_surrogate(v) for v in obj)
+    return False
+
+
+def _replace_surrogates(obj: Any) -> Any:
+    if isinstance(obj, str):
+        return _SURROGATE.sub("\ufffd", obj)
+    if isinstance(obj, dict):
+        return {k: _replace_surrogates(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_replace_surrogates(v) for v in obj]
+    return obj
+
+
+def summarize_body(text: str, words: int = 12) -> str:
+    """The first words of a body, tags dropped, on one line (an nginx 502 page is eight lines of HTML)."""
+    flat = " ".join(_TAG.sub(" ", text).split())
+    parts = flat.split(" ")
+    short = " ".join(parts[:words]) + (" …" if len(parts) > words else "")
+    return short[:200]
+
+
+def summarize_http(status: int, text: str) -> str:
+    return f"HTTP {status}: {summarize_body(text)}" if text.strip() else f"HTTP {status}"
 
 
 def find_model(models: dict[str, Any], name: str) -> dict[str, Any] | None:

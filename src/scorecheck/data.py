@@ -214,8 +214,8 @@ def check_bytes(f: DataFile, data: bytes, origin: str) -> tuple[str, str]:
     if f.fingerprint_fn is not None and f.fingerprint is not None:
         try:
             fp = f.fingerprint_fn(data)
-        except (UnicodeDecodeError, csv.Error) as e:
-            fp = f"unreadable ({e.__class__.__name__})"
+        except (ValueError, csv.Error, AttributeError, KeyError, TypeError) as e:  # bad UTF-8, a cut row or line
+            fp = f"unreadable: {e.__class__.__name__}"
         if fp == f.fingerprint:
             return digest, "fingerprint"
         raise DataError(

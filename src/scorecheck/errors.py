@@ -29,3 +29,7 @@ class RunAborted(ScorecheckError):
 
 class RunLocked(ScorecheckError):
     """Another scorecheck process holds the run directory."""
+
+
+class StoreError(ScorecheckError):
+    """The run directory cannot be written (a file, read-only, a full disk); what was committed is kept."""

@@ -23,7 +23,7 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from scorecheck.benchmarks import Benchmark, Graded, Item
-from scorecheck.client import ChatClient, EndpointState, Outcome, find_model, model_identity
+from scorecheck.client import ChatClient, EndpointState, Outcome, decode_replaced, find_model, model_identity
 from scorecheck.config import Resolved
 from scorecheck.engine.abort import EarlyAbort
 from scorecheck.engine.concurrency import Limit, watch_metrics
@@ -446,21 +446,22 @@ class Runner:
         self._inflight_keys[key] = fut
         try:
             out = await client.complete(body, on_send=lambda: self.store.put_send(key, "sent"), endpoint=endpoint)
+            self.store.put_request(
+                {
+                    "key": key, "eval": eval_name, "item_id": item_id, "sample_index": sample_index,
+                    "status": out.status, "request": canonical(body), "response": out.response,
+                    "content": out.content, "reasoning": out.reasoning, "finish_reason": out.finish_reason,
+                    "prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens,
+                    "latency": out.latency, "attempts": out.attempts, "error": out.error, "endpoint": out.endpoint,
+                }
+            )  # fmt: skip
+            await self.store.commit()  # durable before it counts as finished: a kill re-sends only what was in flight
         except BaseException as e:
             fut.cancel()
             self._inflight_keys.pop(key, None)
             raise e
         fut.set_result(out)
         self._inflight_keys.pop(key, None)
-        self.store.put_request(
-            {
-                "key": key, "eval": eval_name, "item_id": item_id, "sample_index": sample_index,
-                "status": out.status, "request": canonical(body), "response": out.response, "content": out.content,
-                "reasoning": out.reasoning, "finish_reason": out.finish_reason, "prompt_tokens": out.prompt_tokens,
-                "completion_tokens": out.completion_tokens, "latency": out.latency, "attempts": out.attempts,
-                "error": out.error, "endpoint": out.endpoint,
-            }
-        )  # fmt: skip
         if out.status in ("ok", "http_400"):
             self._finished[key] = out.status
         watch(out)
@@ -491,7 +492,8 @@ class Runner:
             "finish_reason": out.finish_reason, "completion_tokens": out.completion_tokens, "latency": out.latency,
         }  # fmt: skip
         flags = {"failed": out.status == "failed", "http_400": out.status == "http_400",
-                 "truncated": out.finish_reason == "length", "missing_tag": False, "unparsed": False}  # fmt: skip
+                 "truncated": out.finish_reason == "length", "missing_tag": False, "unparsed": False,
+                 "decode_replaced": decode_replaced(out)}  # fmt: skip
         if out.status == "failed":
             rec.update(response=None, answer_text=None, reasoning=None, extracted=None, score=None, grader=None,
                        error=out.error, flags=flags)  # fmt: skip

@@ -58,6 +58,7 @@ from importlib import resources
 from typing import Any
 
 from scorecheck.errors import ScorecheckError
+from scorecheck.procs import preexec
 
 UID_BASE = 1_879_048_192
 """Programs run as a uid drawn from [UID_BASE, UID_BASE + 2**24) in the modes that change uid: far above any
@@ -423,7 +424,7 @@ def _launch(mode: str, program: str, limits: Limits, probe: bool = False) -> tup
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                 env=env, cwd=cwd, start_new_session=True, close_fds=True,
-                                **popen_kw)  # fmt: skip
+                                preexec_fn=preexec(signal.SIGKILL), **popen_kw)  # dies with its grader  # fmt: skip
     except OSError:
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from scorecheck.errors import EndpointError, UsageError
+from scorecheck.procs import preexec
 
 DEFAULT_VLLM_VERSION = "0.6.1.post2"
 """The vLLM version of the seed's run (the ``vllm/vllm-openai:v0.6.1.post2`` image)."""
@@ -273,7 +274,8 @@ class ManagedServer:
         log.flush()
         try:
             self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=child_env(extra_env, self.spec.engine), start_new_session=True)  # fmt: skip
+                                         env=child_env(extra_env, self.spec.engine), start_new_session=True,
+                                         preexec_fn=preexec(signal.SIGTERM))  # dies with scorecheck  # fmt: skip
         except OSError as e:
             raise EndpointError(f"cannot start {self.cmd[0]}: {e}") from None
         finally:

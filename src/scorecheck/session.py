@@ -4,9 +4,14 @@ was given, run, write the outputs, say what failed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import json
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +21,7 @@ from scorecheck import crossgrade, sandbox
 from scorecheck.benchmarks import Benchmark
 from scorecheck.client import EndpointState
 from scorecheck.config import Resolved, RunConfig
-from scorecheck.errors import RunAborted, UsageError
+from scorecheck.errors import RunAborted, StoreError, UsageError
 from scorecheck.report import collect, eval_result, print_table, sha256_text, write_outputs
 from scorecheck.results import (
     Results,
@@ -32,7 +37,9 @@ from scorecheck.store import Store
 
 
 def execute(cfg: RunConfig, api_key: str | None = None, show_progress: bool = True, console: Console | None = None,
-            err: Console | None = None) -> int:  # fmt: skip
+            err: Console | None = None, new_run: bool = False) -> int:  # fmt: skip
+    """One ``scorecheck run``. ``new_run``: when the run directory holds a run of another configuration, move it
+    aside (``previous-<time>/`` inside it) and start over, instead of refusing."""
     console = console or Console()
     err = err or Console(stderr=True)
     rc = Resolved(cfg)
@@ -42,13 +49,25 @@ def execute(cfg: RunConfig, api_key: str | None = None, show_progress: bool = Tr
     iso = sandbox.isolation() if any(getattr(b, "runs_code", False) for b in rc.benchmarks) else None
     run_dir = Path(cfg.out)
     started = time.time()
-    store = Store(run_dir, argv=redact_argv(sys.argv))
-    if iso is not None and iso.mode == "setuid":
-        run_dir.chmod(0o700)  # the store and outputs out of the programs' (other) uid's reach
+    with stop_signals() as stopped:
+        store = Store(run_dir, start=False)  # nothing is written before the configuration is accepted
+        if iso is not None and iso.mode == "setuid":
+            run_dir.chmod(0o700)  # the store and outputs out of the programs' (other) uid's reach
+        try:
+            return _execute(cfg, rc, store, run_dir, started, api_key, show_progress, console, err, new_run,
+                            stopped)  # fmt: skip
+        except StopRequested as e:
+            err.print(f"stopped by {e.name}: everything finished is kept; run the same command again to continue",
+                      highlight=False)  # fmt: skip
+            return e.exit_code
+
+
+def _execute(cfg: RunConfig, rc: Resolved, store: Store, run_dir: Path, started: float, api_key: str | None,
+             show_progress: bool, console: Console, err: Console, new_run: bool,
+             stopped: list[StopRequested]) -> int:  # fmt: skip
     status = "failed"
     embedded = None
     try:
-        write_json(run_dir / "config.json", RunConfigRecord.model_validate(rc.describe()))
         runner_model = cfg.model
         extra_identity: dict[str, Any] = {}
         if cfg.endpoints:
@@ -67,6 +86,10 @@ def execute(cfg: RunConfig, api_key: str | None = None, show_progress: bool = Tr
             raise UsageError("--judge-url embedded needs the embedded model (a run without --base-url)")
         setup_judge(rc, runner)
         runner.load_data()
+        accept_configuration(store, run_identity(rc, runner_model, runner.data_sha256), new_run, err)
+        store.start_session(redact_argv(sys.argv))
+        if not (run_dir / "config.json").is_file():  # else rewritten with the results it describes
+            write_config(run_dir, rc)
         if not cfg.endpoints:
             say_estimate(rc, runner, err)
             embedded = emb.EmbeddedServer(run_dir / "embedded.log", parallel=cfg.embedded_parallel,
@@ -79,15 +102,17 @@ def execute(cfg: RunConfig, api_key: str | None = None, show_progress: bool = Tr
         aborted: RunAborted | None = None
         try:
             with asyncio.Runner(loop_factory=_loop_factory()) as aio:
-                aio.run(runner.run())
+                aio.run(_stoppable(runner.run(), stopped))
         except RunAborted as e:
             aborted = e
-        except KeyboardInterrupt:
-            status = "interrupted"
-            err.print("interrupted: everything finished is kept; run the same command again to continue")
-            return 130
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            if stopped:
+                raise stopped[0] from None
+            raise StopRequested(signal.SIGINT) from None
         results = run_results(rc, runner, store, started, extra_identity)
-        write_outputs(run_dir, results, _all_samples(store, runner), _item_order(runner))
+        with output_errors(run_dir):
+            write_config(run_dir, rc)
+            write_outputs(run_dir, results, _all_samples(store, runner), _item_order(runner))
         print_table(results, console)
         console.print(f"results in {run_dir}/ (results.json, samples.jsonl, summary.md)")
         if aborted is not None:
@@ -113,10 +138,142 @@ def execute(cfg: RunConfig, api_key: str | None = None, show_progress: bool = Tr
             return 1
         status = "done"
         return 0
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM outside the event loop
+        status = "interrupted"
+        raise (e if isinstance(e, StopRequested) else StopRequested(signal.SIGINT)) from None
     finally:
         if embedded is not None:
             embedded.stop()
         store.close(status)
+
+
+# -- one configuration per run directory -----------------------------------------------------------------------------
+IDENTITY_META = "run_identity"
+"""The store's meta key holding what makes the answers of a run comparable (see :func:`run_identity`)."""
+
+
+def run_identity(rc: Resolved, model: str, data_sha256: dict[str, str]) -> dict[str, Any]:
+    """What every sample of one run directory shares: protocol, model, sampling, system prompt, reasoning format,
+    the evals' data. Evals, --limit and --samples may grow a run; endpoints, concurrency, retries and grading may
+    change between invocations (answers are keyed by what was sent, grades by their grade key)."""
+    return {"protocol": rc.profile.name, "model": model, "sampling": rc.sampling(),
+            "system_prompt": {"name": rc.system_prompt_name,
+                              "sha256": hashlib.sha256(rc.system_prompt.encode()).hexdigest()
+                              if rc.system_prompt else None},
+            "reasoning": str(rc.reasoning), "data_sha256": dict(data_sha256)}  # fmt: skip
+
+
+def identity_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``field: old -> new`` for each field that differs (data files compared where both runs read them)."""
+    diffs = []
+    for k in ("protocol", "model", "reasoning"):
+        if old.get(k) != new.get(k):
+            diffs.append(f"{k}: {old.get(k)} -> {new.get(k)}")
+    o, n = old.get("system_prompt") or {}, new.get("system_prompt") or {}
+    if o.get("sha256") != n.get("sha256"):
+        same_name = o.get("name") == n.get("name")
+        diffs.append(
+            f"system_prompt: {o.get('name')} -> {n.get('name')}" + (" (its text changed)" if same_name else "")
+        )
+    os_, ns = old.get("sampling") or {}, new.get("sampling") or {}
+    for k in sorted(set(os_) | set(ns)):
+        if os_.get(k, "unset") != ns.get(k, "unset"):
+            diffs.append(f"{k}: {json.dumps(os_.get(k, 'unset'))} -> {json.dumps(ns.get(k, 'unset'))}")
+    od, nd = old.get("data_sha256") or {}, new.get("data_sha256") or {}
+    for k in sorted(set(od) & set(nd)):
+        if od[k] != nd[k]:
+            diffs.append(f"data {k}: sha256 {od[k][:12]} -> {nd[k][:12]}")
+    return diffs
+
+
+def accept_configuration(store: Store, identity: dict[str, Any], new_run: bool, err: Console) -> None:
+    """Refuse (store untouched) a run directory holding a run of another configuration, or, with ``new_run``,
+    move that run aside; then record this configuration."""
+    recorded = store.get_meta(IDENTITY_META)
+    diffs = identity_differences(recorded, identity) if recorded is not None else []
+    if diffs and not new_run:
+        raise UsageError(f"{store.run_dir} holds a run of another configuration ({'; '.join(diffs)}); use another "
+                         "--out, or add --new-run to start a new run there (the old one is kept aside)")  # fmt: skip
+    if diffs or (new_run and not store.is_empty()):
+        aside = store.set_aside()
+        err.print(f"--new-run: the previous run in {store.run_dir} was moved to {aside}", highlight=False)
+    if recorded is None or diffs or new_run:
+        store.set_meta(IDENTITY_META, identity)
+    elif recorded.get("data_sha256") != identity["data_sha256"]:  # an eval added: its data joins the record
+        store.set_meta(IDENTITY_META, {**identity, "data_sha256": {**recorded["data_sha256"],
+                                                                   **identity["data_sha256"]}})  # fmt: skip
+
+
+def write_config(run_dir: Path, rc: Resolved) -> None:
+    write_json(run_dir / "config.json", RunConfigRecord.model_validate(rc.describe()))
+
+
+@contextlib.contextmanager
+def output_errors(run_dir: Path) -> Iterator[None]:
+    """Writing the outputs fails with a one-line error (the store keeps every answer: the same command rewrites
+    them)."""
+    try:
+        yield
+    except OSError as e:
+        raise StoreError(
+            f"cannot write the outputs in {run_dir}: {e.strerror or e} ({e.filename}); everything "
+            "finished is kept in the store, run the same command again once fixed"
+        ) from None
+
+
+# -- clean stops -----------------------------------------------------------------------------------------------------
+class StopRequested(KeyboardInterrupt):
+    """SIGTERM or SIGINT: the run stops, the store is flushed, the exit code is 128 + the signal."""
+
+    def __init__(self, sig: int) -> None:
+        super().__init__(sig)
+        self.signum = sig
+        self.name = signal.Signals(sig).name
+        self.exit_code = 128 + sig
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[list[StopRequested]]:
+    """SIGTERM raises :class:`StopRequested` (outside the event loop; inside it, :func:`_stoppable` cancels the run
+    instead), so ``finally`` blocks run: the store is flushed, the embedded server and the grading workers are
+    stopped. The list it yields holds the stop once one was requested."""
+    stopped: list[StopRequested] = []
+
+    def on_term(signum: int, _frame: object) -> None:
+        stopped.append(StopRequested(signum))
+        raise stopped[-1]
+
+    if threading.current_thread() is not threading.main_thread():  # signals are the caller's
+        yield stopped
+        return
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield stopped
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+async def _stoppable(coro: Any, stopped: list[StopRequested]) -> Any:
+    """Run ``coro``; SIGTERM cancels it as asyncio.Runner's own handler does for SIGINT (its ``finally`` blocks
+    flush the store and stop the grading pool)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+
+    def on_term() -> None:
+        stopped.append(StopRequested(signal.SIGTERM))
+        task.cancel()
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        loop.add_signal_handler(signal.SIGTERM, on_term)
+    except (RuntimeError, ValueError):  # not the main thread: signals are the caller's
+        return await coro
+    try:
+        return await coro
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)  # leaves SIG_DFL: the handler outside the loop comes back
+        signal.signal(signal.SIGTERM, previous)
 
 
 EMBEDDED_TOKENS_PER_S = 75

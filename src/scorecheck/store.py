@@ -9,14 +9,21 @@ Tables:
 - ``sessions``: one row per invocation on this directory.
 - ``meta``: key/value facts about the run.
 
-Writes are buffered and committed by :meth:`Store.flush`, which the runner calls at least every second (WAL mode,
-``synchronous=NORMAL``: a killed process loses at most the unflushed rows, never the database).
+A finished answer is committed (:meth:`Store.commit`, a group commit within 2 ms) before the runner counts it as
+finished or grades it, so a killed run re-sends only what was in flight. ``sends`` and ``samples`` rows are buffered
+and ride along with the next commit (or :meth:`Store.flush`): a lost sample is graded again from its stored answer,
+never re-sent. WAL mode, ``synchronous=NORMAL``: a commit survives the death of the process (SIGKILL, OOM), not a
+power cut of the machine (FULL, an fsync per commit, would bound the rate by the disk's sync latency).
+Every SQLite or file-system failure (a full disk, a read-only directory) is a one-line :class:`StoreError`; what was
+committed before it is kept.
 A run holds an exclusive ``flock`` on ``run.lock`` for its lifetime; a second process on the same directory is
 refused. The lock dies with the process, so a SIGKILLed run never leaves a stale lock.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -28,7 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from scorecheck.errors import RunLocked
+from scorecheck.errors import RunLocked, StoreError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -65,11 +72,23 @@ def request_key(model: str, model_identity: str, messages: list[dict[str, Any]],
     return hashlib.sha256(canonical(payload).encode()).hexdigest()
 
 
+COMMIT_WINDOW_S = 0.002
+"""How long a group commit waits for more answers: at 3,000 answers/s about six per transaction (BENCHMARKS.md:
+the same requests/s as the 0.5 s flush on a quiet machine; committing each loop turn cost about a fifth)."""
+
+
 class Store:
-    def __init__(self, run_dir: Path, argv: list[str] | None = None) -> None:
+    """``Store(run_dir)`` locks and opens the run directory and starts this invocation's session row;
+    ``Store(run_dir, start=False)`` writes nothing until :meth:`start_session` (a run refused for its configuration
+    leaves the store as it was)."""
+
+    def __init__(self, run_dir: Path, argv: list[str] | None = None, start: bool = True) -> None:
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.run_dir / "run.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        with _store_errors(self.run_dir, "open"):
+            if self.run_dir.exists() and not self.run_dir.is_dir():
+                raise StoreError(f"run directory {self.run_dir} is a file, not a directory: give --out a directory")
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.run_dir / "run.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -79,26 +98,85 @@ class Store:
                 f"run directory {self.run_dir} is in use by scorecheck (pid {holder}); wait for it to finish or "
                 "use another --out"
             ) from None
-        os.ftruncate(self._lock_fd, 0)
-        os.pwrite(self._lock_fd, str(os.getpid()).encode(), 0)
         self.path = self.run_dir / "store.sqlite"
+        self.session: str | None = None
+        self._requests: list[tuple] = []
+        self._sends: list[tuple] = []
+        self._samples: list[tuple] = []
+        self._commit_waiter: asyncio.Future[None] | None = None
+        try:
+            with _store_errors(self.run_dir, "open"):
+                os.ftruncate(self._lock_fd, 0)
+                os.pwrite(self._lock_fd, str(os.getpid()).encode(), 0)
+                self._open()
+                if start:
+                    self.start_session(argv)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+
+    def _open(self) -> None:
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+
+    def start_session(self, argv: list[str] | None = None) -> None:
+        """This invocation's row in ``sessions``: from here on the store is written."""
         self.session = uuid.uuid4().hex[:12]
-        self.db.execute(
-            "INSERT INTO sessions (id, pid, started, argv, status) VALUES (?, ?, ?, ?, 'running')",
-            (self.session, os.getpid(), time.time(), json.dumps(argv or [])),
-        )
-        self._requests: list[tuple] = []
-        self._sends: list[tuple] = []
-        self._samples: list[tuple] = []
+        with _store_errors(self.run_dir, "write"):
+            self.db.execute(
+                "INSERT INTO sessions (id, pid, started, argv, status) VALUES (?, ?, ?, ?, 'running')",
+                (self.session, os.getpid(), time.time(), json.dumps(argv or [])),
+            )
+
+    def is_empty(self) -> bool:
+        """No session has ever written here."""
+        return self.db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == 0
+
+    def set_aside(self) -> Path:
+        """Move the run in this directory (store, outputs, logs, regrades) into ``previous-<UTC time>/`` inside it
+        and start an empty store, the lock held throughout. Earlier ``previous-*`` directories stay where they are."""
+        assert self.session is None, "set_aside before start_session"
+        aside = self.run_dir / time.strftime("previous-%Y%m%d-%H%M%S", time.gmtime())
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = aside.with_name(aside.name.split("~")[0] + f"~{n}")
+        with _store_errors(self.run_dir, "set aside"):
+            self.db.close()
+            aside.mkdir()
+            for entry in sorted(self.run_dir.iterdir()):
+                if entry.name == "run.lock" or entry.name.startswith("previous-"):
+                    continue
+                entry.rename(aside / entry.name)
+            self._open()
+        return aside
 
     # -- buffered writes -------------------------------------------------------------------------------------
     def put_request(self, row: dict[str, Any]) -> None:
+        """Buffer a request's outcome; :meth:`commit` makes it durable."""
         row = {**row, "session": self.session, "updated": time.time()}
         self._requests.append(tuple(row.get(c) for c in REQUEST_COLS))
+
+    async def commit(self) -> None:
+        """Return once everything buffered so far is committed. Group commit: every caller that arrives within
+        :data:`COMMIT_WINDOW_S` of the first waits on one transaction."""
+        if self._commit_waiter is None:
+            loop = asyncio.get_running_loop()
+            self._commit_waiter = loop.create_future()
+            loop.call_later(COMMIT_WINDOW_S, self._group_commit)
+        await asyncio.shield(self._commit_waiter)
+
+    def _group_commit(self) -> None:
+        waiter, self._commit_waiter = self._commit_waiter, None
+        assert waiter is not None
+        try:
+            self.flush()
+        except BaseException as e:  # noqa: BLE001 - handed to every waiter
+            waiter.set_exception(e)
+            return
+        waiter.set_result(None)
 
     def put_send(self, key: str, outcome: str) -> None:
         self._sends.append((key, self.session, time.time(), outcome))
@@ -116,8 +194,8 @@ class Store:
         if not self.pending():
             return
         db = self.db
-        db.execute("BEGIN")
         try:
+            db.execute("BEGIN")
             if self._requests:
                 db.executemany(
                     f"INSERT OR REPLACE INTO requests ({','.join(REQUEST_COLS)}) "
@@ -133,8 +211,11 @@ class Store:
                     self._samples,
                 )
             db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
+        except BaseException as e:
+            if db.in_transaction:  # SQLite rolls back by itself on a full disk ("cannot rollback" otherwise)
+                db.execute("ROLLBACK")
+            if isinstance(e, sqlite3.Error):
+                raise StoreError(_describe(self.run_dir, "write", e)) from None
             raise
         self._requests.clear()
         self._sends.clear()
@@ -176,7 +257,8 @@ class Store:
         return out
 
     def set_meta(self, key: str, value: Any) -> None:
-        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+        with _store_errors(self.run_dir, "write"):
+            self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
 
     def get_meta(self, key: str) -> Any:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -185,10 +267,37 @@ class Store:
     # -- lifecycle -------------------------------------------------------------------------------------------
     def close(self, status: str = "done") -> None:
         try:
-            self.flush()
-            self.db.execute(
-                "UPDATE sessions SET ended = ?, status = ? WHERE id = ?", (time.time(), status, self.session)
-            )
-            self.db.close()
+            if self.session is not None:
+                self.flush()
+                with _store_errors(self.run_dir, "write"):
+                    self.db.execute(
+                        "UPDATE sessions SET ended = ?, status = ? WHERE id = ?", (time.time(), status, self.session)
+                    )
         finally:
-            os.close(self._lock_fd)
+            try:
+                self.db.close()
+            finally:
+                os.close(self._lock_fd)
+
+
+def _describe(run_dir: Path, what: str, e: BaseException) -> str:
+    reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    if isinstance(e, OSError) and e.filename:
+        reason += f" ({e.filename})"
+    hint = ""
+    low = reason.lower()
+    existing = next((p for p in (run_dir, *run_dir.parents) if p.exists()), run_dir)
+    if "full" in low or "no space" in low:
+        hint = "; free some space and run the same command again (everything committed before is kept)"
+    elif "read-only" in low or "readonly" in low or "permission" in low or not os.access(existing, os.W_OK):
+        hint = f"; {existing} is read-only: use a run directory scorecheck can write"
+    return f"cannot {what} the run directory {run_dir}: {reason}{hint}"
+
+
+@contextlib.contextmanager
+def _store_errors(run_dir: Path, what: str) -> Iterator[None]:
+    """SQLite and file-system failures as one-line StoreErrors."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as e:
+        raise StoreError(_describe(run_dir, what, e)) from None

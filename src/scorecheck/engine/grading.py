@@ -26,6 +26,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from scorecheck.benchmarks import Graded
+from scorecheck.procs import ChildPool, pool_worker_init, stop_pool
 
 WORKER_GRADE_TIMEOUT_S = 120.0
 """A worker-process grade that takes longer (math-verify's own signal.alarm timeouts did not fire, e.g. stuck in C
@@ -61,7 +62,8 @@ grading thread (no round trip to a process), else they stay in the pool (IFEval'
 MEASURE_N = 20
 
 
-def _init_worker(nltk_paths: list[str]) -> None:
+def _init_worker(parent: int, nltk_paths: list[str]) -> None:
+    pool_worker_init(parent)  # dies with scorecheck, ignores Ctrl-C (the parent stops the pool)
     with contextlib.suppress(OSError):
         os.nice(WORKER_NICE)
     if nltk_paths:  # where the main process found nltk's data (IFEval's ensure_nltk); only workers that need it
@@ -127,9 +129,9 @@ class GradingPool:
     def _get(self) -> ProcessPoolExecutor:
         if self._pool is None:
             nltk = sys.modules.get("nltk")
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_init_worker,
-                                             initargs=([str(p) for p in nltk.data.path] if nltk else [],))  # fmt: skip
+            self._pool = ChildPool(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker,
+                                   initargs=(os.getpid(), [str(p) for p in nltk.data.path] if nltk else []))  # fmt: skip
         return self._pool
 
     def _replace(self, pool: ProcessPoolExecutor) -> None:
@@ -142,8 +144,9 @@ class GradingPool:
         pool.shutdown(wait=False)
 
     def shutdown(self) -> None:
+        """Stop the workers without waiting on a busy one (a grade stuck in C code once hung Ctrl-C)."""
         if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
+            stop_pool(self._pool)
             self._pool = None
 
 
