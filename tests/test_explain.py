@@ -181,7 +181,7 @@ def test_gpt4_ifeval_checker_step_reproduces_the_published_gap(tmp_path: Path) -
 
 def test_embedded_two_system_prompts_waterfall_sums(cli, embedded, tmp_path: Path) -> None:
     outs = {}
-    for name, extra in (("plain", ["--system-prompt", "none"]),
+    for name, extra in (("plain", ["--system-prompt", "none", "--reasoning", "none"]),
                         ("reflection", ["--system-prompt", "reflection", "--reasoning", "reflection"])):  # fmt: skip
         out = outs[name] = tmp_path / name
         r = cli("run", "--base-url", embedded.base_url, "--model", embedded.model, "--evals", "mmlu", "--limit", "3",
