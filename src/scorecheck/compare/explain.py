@@ -331,6 +331,11 @@ def explain(path_a: Path, path_b: Path, evals: list[str] | None = None, labels: 
     run_a, run_b = load_run(path_a, la), load_run(path_b, lb)
     if run_a.label == run_b.label:
         run_a.label, run_b.label = "A", "B"
+    return explain_runs(run_a, run_b, evals, resamples)
+
+
+def explain_runs(run_a: Run, run_b: Run, evals: list[str] | None = None,
+                 resamples: int = DEFAULT_RESAMPLES) -> list[Explanation]:  # fmt: skip
     both = [e for e in run_a.record.evals if e in run_b.record.evals]
     if evals:
         unknown = [e for e in evals if e not in both]
@@ -338,10 +343,10 @@ def explain(path_a: Path, path_b: Path, evals: list[str] | None = None, labels: 
             raise UsageError(f"--eval {', '.join(unknown)}: not in both runs; both have: {', '.join(both) or 'none'}")
         both = list(evals)
     if not both:
-        raise UsageError(f"{path_a} and {path_b} have no eval in common: nothing to explain")
-    if any(not r.samples for r in (run_a, run_b)):
-        bad = next(r for r in (run_a, run_b) if not r.samples)
-        raise UsageError(f"{bad.path}: no samples.jsonl: explain needs the stored responses")
+        raise UsageError(f"{run_a.path} and {run_b.path} have no eval in common: nothing to explain")
+    for r in (run_a, run_b):
+        if not r.samples:
+            raise UsageError(f"{r.path}: no samples.jsonl: explain needs the stored responses")
     return [explain_eval(run_a, run_b, e, resamples) for e in both]
 
 
