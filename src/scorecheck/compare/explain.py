@@ -30,6 +30,7 @@ import numpy as np
 from scorecheck.benchmarks import Benchmark, Graded, Item, get_benchmarks
 from scorecheck.compare.model import Run, load_run
 from scorecheck.compare.paired import DEFAULT_RESAMPLES, paired_test
+from scorecheck.compare.plot import save_png
 from scorecheck.errors import UsageError
 from scorecheck.protocols import get_profile
 from scorecheck.reasoning import ReasoningFormat, parse_format
@@ -392,8 +393,6 @@ METHOD = ("Each step is a paired difference on the common samples (exact McNemar
 
 def plot_png(xs: list[Explanation], path: Path | None = None) -> bytes:
     """A waterfall per eval: the start and end scores as bars, each step a floating bar from the running score."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -421,11 +420,4 @@ def plot_png(xs: list[Explanation], path: Path | None = None) -> bytes:
         ax.set_ylim(max(0.0, lo - pad), min(1.05, hi + pad) if hi <= 1 else hi + pad)
         ax.set_xticks(range(len(labels)), labels, fontsize=8)
         ax.set_title(f"{x.eval}: {x.score_a:.4f} -> {x.score_b:.4f} ({x.total:+.4f})", fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    png = buf.getvalue()
-    if path is not None:
-        path.write_bytes(png)
-    return png
+    return save_png(fig, path)
