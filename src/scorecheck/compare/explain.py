@@ -269,6 +269,8 @@ def explain_eval(run_a: Run, run_b: Run, eval_name: str, resamples: int = DEFAUL
         notes.append(f"{eval_name}: A was graded by an LLM judge: {a_judge_kept} sample(s) whose answer B's reasoning "
                      "split or extraction changes keep A's stored grade; their change is in the remainder")  # fmt: skip
     fields = _request_differences(a, b, common)
+    if run_a.record.model != run_b.record.model:
+        fields.append(f"model ({run_a.record.model} vs {run_b.record.model})")
     steps = [
         _subset_step(
             "items_a", f"items: {run_a.label} on the common samples", full_a, v0, True, resamples
