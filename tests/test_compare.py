@@ -253,6 +253,7 @@ def test_compare_two_real_runs(cli, real_runs, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     page = html.read_text()
     assert "Transcripts" in page and "data:image/png;base64," in page
+    assert page.count('<table class="waterfall">') == 2  # two runs: the waterfall of B - A per eval
     doc = json.loads((tmp_path / "r.json").read_text())
     cells = doc["rows"][0]["cells"]
     assert set(cells) == {"default", "reflection"}

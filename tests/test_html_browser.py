@@ -11,8 +11,10 @@ import pytest
 
 from compare_fixtures import HOSTILE, make_run
 from scorecheck.compare import compare
+from scorecheck.compare.explain import explain_runs
 from scorecheck.compare.html import to_html
 from scorecheck.compare.plot import plot_png
+from scorecheck.compare.references import load_reference
 
 CHROMIUM = Path(os.environ.get("SCORECHECK_CHROMIUM", "/usr/bin/chromium"))
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -27,9 +29,9 @@ def page_file(tmp_path_factory):
     base = tmp_path_factory.mktemp("browser")
     a = make_run(base / "default", "default", {"mmlu": 0.4, "gsm8k": 0.5}, n=120, seed=1, hostile=True)
     b = make_run(base / "reflection", "reflection", {"mmlu": 0.7, "gsm8k": 0.5}, n=120, seed=2, truncated_every=7)
-    cmp = compare([a, b])
+    cmp = compare([a, b], references=[load_reference("seed")])
     path = base / "report.html"
-    path.write_text(to_html(cmp, plot_png(cmp)), encoding="utf-8")
+    path.write_text(to_html(cmp, plot_png(cmp), explanations=explain_runs(*cmp.runs)), encoding="utf-8")
     return path
 
 
@@ -56,6 +58,19 @@ def test_report_renders_filters_and_runs_no_hostile_script(browser, page_file):
     assert errors == []
     assert page.locator("#scores tr").count() >= 4  # header, mmlu, mmlu (macro), gsm8k
     assert page.locator("#chart").evaluate("img => img.naturalWidth") > 100
+    # the waterfall of B - A: per eval, start, six steps, end; its chart drawn
+    assert page.locator("table.waterfall").count() == 2
+    assert page.locator("table.waterfall").first.locator("tr").count() == 1 + 8
+    assert page.locator("#waterfall").evaluate("img => img.naturalWidth") > 100
+    assert "remainder: new requests only" in page.text_content("table.waterfall")
+    # the claims table carries audit's verdict per run
+    heads = page.locator("#claims tr").first.locator("th").all_text_contents()
+    assert heads[-2:] == ["default: verdict", "reflection: verdict"]
+    words = ("consistent", "lower than claimed", "higher than claimed", "not comparable", "inconclusive", "—")
+    for row in page.locator("#claims tr").all()[1:]:
+        for cell in row.locator("td").all_text_contents()[-2:]:
+            assert cell.startswith(words), cell
+    assert "after Holm's adjustment" in page.text_content("#claims")  # the reasons are shown with the verdict
     rows = page.locator("#rows tr.sample")
     assert rows.count() == 50  # first page of 480 samples
     assert "of 480 samples" in page.text_content("#count")
@@ -127,6 +142,27 @@ def test_bidi_and_null_characters_are_made_visible_in_chromium_and_in_the_file(b
     assert "⟦U+202E⟧evil⟦U+202C⟧ and a nul ⟦U+0000⟧ here ⟦U+2066⟧isolate⟦U+2069⟧" in shown
     body = page.evaluate("document.body.textContent")
     assert "bidi⟦U+202E⟧run" in body and not any(c in body for c in controls)
+    page.close()
+
+
+def test_waterfall_with_hostile_labels_runs_nothing(browser, tmp_path):
+    """Run labels are user text that reaches the waterfall's titles and rows: shown as text, never run."""
+    a = make_run(tmp_path / "a", "default", {"mmlu": 0.4}, n=12, seed=1)
+    b = make_run(tmp_path / "b", "reflection", {"mmlu": 0.7}, n=12, seed=2)
+    labels = [HOSTILE[1], HOSTILE[2]]
+    cmp = compare([a, b], labels=labels)
+    path = tmp_path / "report.html"
+    path.write_text(to_html(cmp, None, explanations=explain_runs(*cmp.runs)), encoding="utf-8")
+    page = browser.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(path.as_uri())
+    page.wait_for_selector("body[data-ready='1']", timeout=15_000)
+    table = page.locator("table.waterfall")
+    assert table.count() == 1 and HOSTILE[1] in table.text_content()
+    assert page.locator("table.waterfall img, table.waterfall script, h3 img").count() == 0
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.__pwned") is None and dialogs == []
     page.close()
 
 

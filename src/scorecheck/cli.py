@@ -675,6 +675,15 @@ def _register_audit() -> None:
 _register_audit()
 
 
+def _register_explain() -> None:
+    from scorecheck import cli_explain
+
+    cli_explain.register(app)
+
+
+_register_explain()
+
+
 MOVED_ENV = "SCORECHECK_MOVED_"
 """Prefix of the variables that the deprecated secret flags' values are moved into."""
 

@@ -15,6 +15,21 @@ from scorecheck.compare.model import Comparison, compare
 __all__ = ["Comparison", "compare", "write_reports"]
 
 
+def _explanations(cmp: Comparison) -> list[Any]:
+    """Two runs: the waterfall of B - A per eval (``scorecheck explain``) for the HTML report; none where the runs
+    cannot be explained (no common samples), with the reason in the report's notes."""
+    from scorecheck.compare.explain import explain_runs
+    from scorecheck.errors import ScorecheckError
+
+    if len(cmp.runs) != 2:
+        return []
+    try:
+        return explain_runs(*cmp.runs)
+    except ScorecheckError as e:
+        cmp.notes.append(f"no waterfall: {e}")
+        return []
+
+
 def write_reports(cmp: Comparison, *, markdown: Path | None = None, csv: Path | None = None, json: Path | None = None,
                   html: Path | None = None, plot: Path | None = None, console: Any = None,
                   terminal: bool = True) -> dict[str, Path]:  # fmt: skip
@@ -43,6 +58,6 @@ def write_reports(cmp: Comparison, *, markdown: Path | None = None, csv: Path | 
     if html:
         from scorecheck.compare.html import to_html
 
-        Path(html).write_text(to_html(cmp, png), encoding="utf-8")
+        Path(html).write_text(to_html(cmp, png, explanations=_explanations(cmp)), encoding="utf-8")
         written["html"] = Path(html)
     return written

@@ -18,7 +18,9 @@ from typing import Any
 
 from markupsafe import Markup
 
-from scorecheck.compare import render
+from scorecheck.compare import explain, render
+from scorecheck.compare.audit import audit
+from scorecheck.compare.explain import Explanation
 from scorecheck.compare.model import Comparison, sample_disagrees
 from scorecheck.results.hygiene import visible_controls
 
@@ -73,13 +75,30 @@ def sample_payload(cmp: Comparison) -> dict[str, Any]:
     return {"runs": [_text(r.label) for r in cmp.runs], "systems": systems, "prompts": prompts, "samples": rows}
 
 
-def to_html(cmp: Comparison, chart_png: bytes | None = None) -> str:
+def _with_verdicts(cmp: Comparison, header: list[str], rows: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+    """The claims table with ``scorecheck audit``'s verdict per run (and its reasons) as one more column per run."""
+    found = {(f.reference, f.column, f.label, f.run): f for f in audit(cmp)}
+    header = header + [f"{r.label}: verdict" for r in cmp.runs]
+    out = []
+    for claim, row in zip(cmp.claims, rows, strict=True):
+        extra = []
+        for r in cmp.runs:
+            f = found.get((claim["reference"], claim["column"], claim["label"], r.label))
+            extra.append("—" if f is None else f.verdict + (f" ({'; '.join(f.reasons)})" if f.reasons else ""))
+        out.append(row + extra)
+    return header, out
+
+
+def to_html(cmp: Comparison, chart_png: bytes | None = None, explanations: list[Explanation] | None = None) -> str:
+    """The page; ``explanations`` (two runs: ``explain.explain_runs``) add the waterfall of B - A, table and chart."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]),
                       finalize=_finalize)  # fmt: skip
     tmpl = env.get_template("report.html.j2")
     claim_header, claim_rows = render.claim_rows(cmp) if cmp.claims else ([], [])
+    if cmp.claims:
+        claim_header, claim_rows = _with_verdicts(cmp, claim_header, claim_rows)
     table = []
     for e, m in cmp.rows:
         cells = []
@@ -102,5 +121,16 @@ def to_html(cmp: Comparison, chart_png: bytes | None = None) -> str:
         references=cmp.references,
         notes=cmp.notes,
         chart=base64.b64encode(chart_png).decode() if chart_png else None,
+        waterfalls=[
+            {
+                "title": f"{x.eval}: {x.a} → {x.b} ({x.n_common} samples in common)",
+                "rows": explain.rows(x),
+                "notes": [f"{st.label}: {st.note}" for st in x.steps if st.note] + x.notes,
+            }
+            for x in explanations or []
+        ],  # fmt: skip
+        waterfall_header=explain.HEADERS,
+        waterfall_method=explain.METHOD,
+        waterfall_chart=base64.b64encode(explain.plot_png(explanations)).decode() if explanations else None,
         data=Markup(script_json(sample_payload(cmp))),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 from scorecheck.compare.model import Comparison
 
@@ -57,6 +58,13 @@ def plot_png(cmp: Comparison, path: Path | None = None) -> bytes:
         c.problems for c in cmp.cells.values()) else ""), fontsize=10)  # fmt: skip
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return save_png(fig, path)
+
+
+def save_png(fig: Any, path: Path | None) -> bytes:
+    """The figure as PNG bytes (also written to ``path`` when given); the figure is closed."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
