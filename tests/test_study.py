@@ -127,6 +127,11 @@ def test_demo_study_end_to_end_with_a_crash_and_resume(tmp_path, data_dir):
     assert (out / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = json.loads((out / "report.json").read_text())
     assert "reflection prompt" in json.dumps(report) and "paired" in json.dumps(report).lower()
+    # and with the study's references, audit's verdicts: the demo caps max_tokens, so no claim is comparable
+    findings = json.loads((out / "audit.json").read_text())["findings"]
+    assert findings and {f["verdict"] for f in findings} == {"not comparable"}
+    assert all("max_tokens 16" in " ".join(f["reasons"]) for f in findings)
+    assert "**not comparable**" in (out / "audit.md").read_text()
     # 3: again: nothing to do, no server started
     r = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert r.returncode == 0 and "starting" not in r.stderr and r.stderr.count("skipped") == 2

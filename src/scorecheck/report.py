@@ -19,7 +19,7 @@ from scorecheck.benchmarks import Benchmark
 from scorecheck.results import Results, in_item_order, split_timing, write_json, write_jsonl
 from scorecheck.results.build import git_commit, versions  # noqa: F401 (where they lived before results/)
 from scorecheck.results.io import write_atomic
-from scorecheck.stats import mean_ci
+from scorecheck.stats import interval
 from scorecheck.store import Store
 
 FLAGS = ("unparsed", "truncated", "missing_tag", "failed", "http_400")
@@ -30,7 +30,8 @@ def eval_result(bench: Benchmark, records: list[dict[str, Any]]) -> dict[str, An
     scores = [float(r["score"]) for r in scored]
     n = len(scores)
     mean = sum(scores) / n if n else None
-    ci = mean_ci(scores)
+    key = bench.interval_cluster
+    ci, ci_method = interval(scores, [(r.get("meta") or {}).get(key) if key else r["item_id"] for r in scored])
     counts = {f: sum(1 for r in records if (r.get("flags") or {}).get(f)) for f in FLAGS}
     graders = Counter(r.get("grader") for r in scored)
     out: dict[str, Any] = {
@@ -39,6 +40,7 @@ def eval_result(bench: Benchmark, records: list[dict[str, Any]]) -> dict[str, An
         "n_items": len(records),
         "correct": sum(scores),
         "ci95": list(ci) if ci else None,
+        "ci_method": ci_method,
         "counts": counts,
         "graders": dict(graders),
         "failed_items": [r["item_id"] for r in records if (r.get("flags") or {}).get("failed")],
@@ -117,6 +119,9 @@ def summary_markdown(results: Results | dict[str, Any]) -> str:
         "|" + "|".join("---" if i == 0 else "---:" for i in range(len(HEADER))) + "|",
     ]
     lines += ["| " + " | ".join(r) + " |" for r in _rows(results)]
+    methods = [f"{name} {r['ci_method']}" for name, r in results["evals"].items() if r.get("ci_method")]
+    if methods:
+        lines += ["", "95% intervals: " + "; ".join(methods) + "."]
     notes = results.get("notes") or []
     if notes:
         lines += ["", *[f"- {n}" for n in notes]]

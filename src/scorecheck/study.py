@@ -47,6 +47,7 @@ from typing import Any
 from scorecheck.config import read_toml
 from scorecheck.errors import ScorecheckError, UsageError
 from scorecheck.results import read_results
+from scorecheck.results.io import write_atomic
 from scorecheck.serving import ServerGroup, ServerSpec, models_listed, write_identity
 
 RESERVED = {"endpoints", "endpoint", "out", "model"}
@@ -79,6 +80,8 @@ class Study:
     """A server's ``num_nodes`` (``scorecheck cloud``: one replica per node), where given."""
     node_urls: dict[str, list[str]] = field(default_factory=dict)
     """Replicas of a server on other nodes, used beside the one started here once they are ready."""
+    references: list[str] = field(default_factory=list)
+    """Claimed numbers (``scorecheck audit -r``): the closing report shows them and ends with their verdicts."""
 
     def run_dir(self, c: Configuration) -> Path:
         return self.out / c.slug
@@ -101,10 +104,14 @@ def load(path: str | Path) -> Study:
     evals this installation does not have yet)."""
     p = Path(path)
     raw = read_toml(p, "study file")
-    unknown = set(raw) - {"name", "out", "run", "server", "configuration", "description"}
+    unknown = set(raw) - {"name", "out", "run", "server", "configuration", "description", "references"}
     if unknown:
-        raise UsageError(f"{p}: unknown key(s) {', '.join(sorted(unknown))}; expected name, out, [run], [[server]], "
-                         "[[configuration]]")  # fmt: skip
+        raise UsageError(f"{p}: unknown key(s) {', '.join(sorted(unknown))}; expected name, out, references, [run], "
+                         "[[server]], [[configuration]]")  # fmt: skip
+    references = raw.get("references") or []
+    if not isinstance(references, list) or not all(isinstance(r, str) for r in references):
+        raise UsageError(f"{p}: references = {references!r}; give a list of shipped tables or TOML paths, e.g. "
+                         '["seed", "glaive"]')  # fmt: skip
     name = str(raw.get("name") or p.stem)
     run = dict(raw.get("run") or {})
     servers: dict[str, ServerSpec] = {}
@@ -145,7 +152,8 @@ def load(path: str | Path) -> Study:
     slugs = [c.slug for c in configs]
     if len(set(slugs)) != len(slugs):
         raise UsageError(f"{p}: configuration names must differ after lowercasing: {slugs}")
-    study = Study(name, p, Path(raw.get("out") or f"runs/{name}"), run, servers, configs, num_nodes=num_nodes)
+    study = Study(name, p, Path(raw.get("out") or f"runs/{name}"), run, servers, configs, num_nodes=num_nodes,
+                  references=[str(r) for r in references])  # fmt: skip
     from scorecheck import config as cfgmod
 
     for c in configs:  # every key and value checked now (not the eval names: see above)
@@ -461,16 +469,30 @@ def write_table(study: Study) -> str:
 
 def write_report(study: Study, console: Any = None) -> dict[str, Path]:
     """The study's closing report (``scorecheck compare`` over its configurations): printed, and written as
-    report.html, report.md, report.csv, report.json and scores.png in the study directory."""
-    from scorecheck.compare import compare, write_reports
+    report.html, report.md, report.csv, report.json and scores.png in the study directory; with ``references``,
+    the claims beside the measured numbers and ``scorecheck audit``'s verdicts (audit.md, audit.json)."""
+    from scorecheck.compare import audit, compare, write_reports
+    from scorecheck.compare.references import load_reference
 
     done = [c for c in study.configurations if (study.run_dir(c) / "results.json").is_file()]
     if not done:
         return {}
-    cmp = compare([study.run_dir(c) for c in done], labels=[c.name for c in done])
+    refs = [load_reference(r) for r in study.references]
+    cmp = compare([study.run_dir(c) for c in done], labels=[c.name for c in done], references=refs)
     o = study.out
-    return write_reports(cmp, markdown=o / "report.md", csv=o / "report.csv", json=o / "report.json",
-                         html=o / "report.html", plot=o / "scores.png", console=console)  # fmt: skip
+    written = write_reports(cmp, markdown=o / "report.md", csv=o / "report.csv", json=o / "report.json",
+                            html=o / "report.html", plot=o / "scores.png", console=console)  # fmt: skip
+    if refs:
+        findings = audit.audit(cmp)
+        write_atomic(o / "audit.md", audit.markdown(findings, audit.DEFAULT_TOLERANCE))
+        doc = {"tolerance": audit.DEFAULT_TOLERANCE, "method": audit.method_note(audit.DEFAULT_TOLERANCE),
+               "findings": [f.as_dict() for f in findings]}  # fmt: skip
+        write_atomic(o / "audit.json", json.dumps(doc, indent=2) + "\n")
+        written.update({"audit markdown": o / "audit.md", "audit json": o / "audit.json"})
+        if console is not None:
+            for f in findings:
+                console.print(f"{f.label} · {f.column} · {f.run}: {f.verdict}", markup=False)
+    return written
 
 
 # --- the child process: one configuration ----------------------------------------------------------------------------

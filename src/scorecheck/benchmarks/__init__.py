@@ -51,6 +51,9 @@ class Benchmark:
     judge_capable: bool = False
     """The protocol's LLM equality judge can grade this benchmark (``--grader judge|both``): it is asked whether
     ``item.gold`` and the extracted answer are equivalent; ``worker_grader`` is then the symbolic grader."""
+    interval_cluster: str | None = None
+    """The ``meta`` key of items that are not independent for the headline's interval (MMLU: its subject); None: an
+    item's samples (its repeats) are the cluster."""
     aggregate_failed: bool = False
     """``aggregate`` receives every record, failed requests included (``score`` None), instead of graded ones only:
     for evals that grade a failed request as the empty response rather than leave it out (IFEval)."""

@@ -145,6 +145,7 @@ def pass_at_k_summary(records: Sequence[dict[str, Any]], only_ks: Sequence[int] 
     return {
         "score": pass_k["pass@1"],
         "ci95": list(ci) if ci else None,
+        "ci_method": "over tasks (each task's samples averaged first)",
         "pass_at_k": pass_k,
         "samples_per_task": n_min if n_min == max(ns) else {"min": n_min, "max": max(ns)},
         "outcomes": dict(outcomes),

@@ -211,6 +211,7 @@ def summarize(records: Sequence[dict[str, Any]], checker: str) -> dict[str, Any]
     return {
         "score": head["mean"],
         "ci95": _ci95(per[checker]),
+        "ci_method": "normal over prompts (the mean of four as a mean of per-prompt contributions)",
         "n": n_prompts,
         "correct": None,  # the headline is the mean of four proportions, each with its own count under metrics
         "metrics": metrics,

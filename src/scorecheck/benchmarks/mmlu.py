@@ -54,6 +54,7 @@ class MMLU(Benchmark):
     name = "mmlu"
     data_keys = ("mmlu",)
     description = "MMLU 0-shot chat (14,042 questions), micro and macro average"
+    interval_cluster = "subject"
 
     def load(self, limit: int | None) -> tuple[list[Item], dict[str, str]]:
         res = data.resolve(self.spec.data_key)

@@ -180,7 +180,7 @@ def _test(ev: Evidence, claim: float, values: Sequence[float] | None = None) -> 
     if ev.kind == "binomial":
         n = len(vals)
         k = int(round(sum(vals)))
-        ci = cs.wilson(k / n, n, float(stats.norm.ppf(0.975)))
+        ci = cs.wilson_z(k / n, n, float(stats.norm.ppf(0.975)))
         return _Test(k / n, ci, "Wilson", cs.binom_pvalue(k, n, claim), "exact binomial", cs.min_detectable(n, claim))
     if ev.kind == "clustered":
         c = cs.cluster_ci(vals, ev.clusters)

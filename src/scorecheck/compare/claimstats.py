@@ -7,11 +7,7 @@
   ``min_detectable_normal`` is the closed form ``|p1 - p0| = (z_{1-a/2} sqrt(p0 q0) + z_power sqrt(p1 q1)) / sqrt(n)``
   it converges to.
 - ``holm``: Holm's step-down adjustment of several claims' p-values.
-- ``cluster_ci``: the mean of all observations with a cluster-robust interval, for observations that are not
-  independent (an item's repeats; MMLU's items within a subject): the CR1 sandwich variance
-  ``G/(G-1) * sum_g (sum_{i in g} (y_i - mean))^2 / N^2``; for 0/1 observations a Wilson interval on the effective
-  sample size ``N / deff`` (deff = that variance over the independent one, at least 1), else Student-t on G - 1
-  degrees of freedom.
+- ``cluster_ci`` (from ``scorecheck.stats``, where results.json's intervals use it too): the cluster-robust interval.
 - ``bootstrap_test``: a bootstrap over clusters (items) of a mean of per-item values (IFEval's per-prompt mean of
   four, pass@k), the claim tested by the shifted bootstrap.
 - ``incomplete_bounds``: the score the incomplete items (truncated, failed, unparsed) allow, counted all wrong and
@@ -21,12 +17,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
 from scipy import stats
+
+from scorecheck.stats import ClusteredCI, cluster_ci, wilson_z
+
+__all__ = ["ClusteredCI", "cluster_ci", "wilson_z"]  # the interval a claim is tested against lives in scorecheck.stats
 
 ALPHA = 0.05
 POWER = 0.8
@@ -100,51 +100,6 @@ def holm(pvalues: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * pvalues[i]))
         out[i] = running
     return out
-
-
-@dataclass(frozen=True)
-class ClusteredCI:
-    mean: float
-    ci95: tuple[float, float]
-    n: int
-    clusters: int
-    deff: float
-    method: str
-
-
-def wilson(p: float, n: float, z: float) -> tuple[float, float]:
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(max(0.0, p * (1 - p) / n + z * z / (4 * n * n))) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def cluster_ci(values: Sequence[float], clusters: Sequence[Hashable], confidence: float = 0.95) -> ClusteredCI:
-    """Mean of ``values`` with a cluster-robust interval (clusters: the item of each repeat, or MMLU's subject)."""
-    y = np.asarray(values, dtype=float)
-    n = y.size
-    if n == 0 or len(clusters) != n:
-        raise ValueError("values and clusters must be non-empty and of equal length")
-    codes: dict[Hashable, int] = {}
-    g = np.fromiter((codes.setdefault(c, len(codes)) for c in clusters), dtype=np.int64, count=n)
-    groups = len(codes)
-    mean = float(y.mean())
-    resid = np.bincount(g, weights=y - mean, minlength=groups)
-    var = groups / (groups - 1) * float((resid**2).sum()) / n**2 if groups > 1 else 0.0
-    df = max(1, groups - 1)
-    z = float(stats.t.ppf((1 + confidence) / 2, df))
-    binary = bool(np.all((y == 0) | (y == 1)))
-    if binary:
-        srs = mean * (1 - mean) / n
-        deff = max(1.0, var / srs) if srs > 0 else 1.0
-        lo, hi = wilson(mean, n / deff, z)
-        method = f"Wilson on the effective n (cluster-robust design effect, {groups} clusters, t{df})"
-    else:
-        deff = max(1.0, var / (float(y.var(ddof=1)) / n)) if n > 1 and y.var() > 0 else 1.0
-        h = z * math.sqrt(var)
-        lo, hi = mean - h, mean + h
-        method = f"cluster-robust (CR1) t interval, {groups} clusters"
-    return ClusteredCI(mean, (float(lo), float(hi)), n, groups, deff, method)
 
 
 @dataclass(frozen=True)

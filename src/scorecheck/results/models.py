@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SCHEMA_VERSION = "1.1.0"
 """1.1: each eval's protocol, forced cross-protocol scoring, the sandbox's isolation mode, config's per-eval
-reasoning and samples."""
+reasoning and samples, the interval's method."""
 """Bump the minor for an added field, the major for a change an older reader would misread."""
 
 SCHEMA_MAJOR = int(SCHEMA_VERSION.split(".")[0])
@@ -136,6 +136,9 @@ class EvalResult(_Open):
     n_items: int
     correct: float | None = None
     ci95: list[float] | None = None
+    ci_method: str | None = None
+    """How ``ci95`` was computed: ``wilson`` / ``t`` (independent items) or cluster-robust (an item's repeats,
+    MMLU's subjects); an eval whose headline is not a plain mean names its own (``aggregate``)."""
     counts: Counts = Field(default_factory=Counts)
     graders: dict[str, int] = Field(default_factory=dict)
     failed_items: list[str] = Field(default_factory=list)
