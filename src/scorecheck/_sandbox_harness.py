@@ -48,6 +48,8 @@ PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 """Bound read-only into the new root (or recreated as the symlinks they are); nothing else of the host is there
 but these files of /etc and the interpreter's own directories."""
+STAGING_DIRS = ("/tmp", "/mnt", "/media", "/srv", "/opt", "/var", "/home")
+"""Where the new root may be assembled (a private mount over the first that holds none of the bound directories)."""
 ETC_FILES = ("ld.so.cache", "localtime", "timezone", "passwd", "group", "nsswitch.conf", "hosts", "mime.types",
              "os-release")  # fmt: skip
 """What of /etc a Python program may need (libraries, time zone, user names): not the rest (``/etc/environment``
@@ -154,11 +156,17 @@ def setup_filesystem(cfg):
     # Sources opened first: the new root is mounted over /tmp, which may hold one of them.
     fds = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in binds}
     dev_fds = {d: os.open(f"/dev/{d}", os.O_PATH) for d in DEVICES}
-    new = "/tmp"
+    # The new root is assembled on a tmpfs mounted over a directory none of the bound ones lies under (the
+    # interpreter may live under /tmp: a checkout there). Its own /tmp comes first, so that a bound directory under
+    # /tmp (read-only) lies on top of the program's scratch space rather than under it.
+    new = next(d for d in STAGING_DIRS if os.path.isdir(d) and not os.path.islink(d)
+               and not any(p == d or p.startswith(d + "/") for p in binds))  # fmt: skip
     mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=755")
     for d in SYSTEM_DIRS:
         if os.path.islink(d):
             os.symlink(os.readlink(d), new + d)
+    os.mkdir(new + "/tmp")
+    mount("tmpfs", new + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={cfg['tmp_bytes']},nr_inodes=4096,mode=1777")
     for p in binds:
         os.makedirs(new + p, mode=0o755, exist_ok=True)
         mount(f"/proc/self/fd/{fds[p]}", new + p, None, MS_BIND | MS_REC)
@@ -184,8 +192,6 @@ def setup_filesystem(cfg):
         os.symlink(target, f"{new}/dev/{name}")
     os.mkdir(new + "/dev/shm")
     mount("tmpfs", new + "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={cfg['shm_bytes']},nr_inodes=256,mode=1777")
-    os.mkdir(new + "/tmp")
-    mount("tmpfs", new + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={cfg['tmp_bytes']},nr_inodes=4096,mode=1777")
     for path, value in NS_SYSCTLS:  # this sandbox's own namespaces (see enter_namespaces), never the host's
         with open(f"{new}/proc/sys/{path}", "w") as f:
             f.write(value)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import shlex
 import shutil
@@ -403,6 +404,8 @@ class NodeAgent:
         self.last_heard = time.monotonic()
         self.done = threading.Event()
         self._lock = threading.Lock()
+        self.serve_requests: queue.Queue[str | None] = queue.Queue()
+        """Servers the head asked for (``POST /serve``), started by ``run`` on the main thread."""
 
     def _serve(self, sname: str | None) -> None:
         with self._lock:
@@ -462,7 +465,7 @@ class NodeAgent:
                     if sname is not None and sname not in agent.study.servers:
                         self._answer(404, {"error": f"no server {sname!r}"})
                         return
-                    threading.Thread(target=agent._serve, args=(sname,), daemon=True).start()
+                    agent.serve_requests.put(sname)  # started by the main thread (run): see there
                     self._answer(202, {"server": sname})
                 else:
                     self._answer(404, {"error": "unknown path"})
@@ -477,7 +480,16 @@ class NodeAgent:
         self.note(f"node agent on {self.host}:{self.port}, waiting for the head")
         reported = False
         try:
-            while not self.done.wait(1.0):
+            while not self.done.is_set():
+                try:
+                    sname = self.serve_requests.get(timeout=1.0)
+                except queue.Empty:
+                    pass
+                else:
+                    # Servers start on this thread, which outlives them: a child's parent-death signal (procs.py)
+                    # fires when the thread that started it ends, so a short-lived request thread would kill it.
+                    self._serve(sname)
+                    continue
                 if time.monotonic() - self.last_heard > self.silent_s:
                     self.note(f"no word from the head for {self.silent_s:.0f}s: stopping")
                     break

@@ -287,17 +287,23 @@ class Runner:
         """Start slot workers up to each replica's limit, again whenever a limit rises or a worker stops, until
         every unit has been taken."""
         workers: set[asyncio.Task[None]] = set()
-        while live.order and not self.state.aborted:
-            live.wake.clear()
-            for lim in live.limits:
-                while lim.assigned < lim.value and live.order:
-                    lim.assigned += 1
-                    t = asyncio.create_task(self._slot(client, live, lim))
-                    workers.add(t)
-                    t.add_done_callback(workers.discard)
-            if live.order:
-                await live.wake.wait()
-        await asyncio.gather(*workers)
+        try:
+            while live.order and not self.state.aborted:
+                live.wake.clear()
+                for lim in live.limits:
+                    while lim.assigned < lim.value and live.order:
+                        lim.assigned += 1
+                        t = asyncio.create_task(self._slot(client, live, lim))
+                        workers.add(t)
+                        t.add_done_callback(workers.discard)
+                if live.order:
+                    await live.wake.wait()
+            await asyncio.gather(*workers)
+        finally:  # a stop (SIGTERM, Ctrl-C) or an error: no slot may outlive the client it sends through
+            left = list(workers)
+            for t in left:
+                t.cancel()
+            await asyncio.gather(*left, return_exceptions=True)
 
     async def _slot(self, client: ChatClient, live: Live, lim: Limit) -> None:
         """One request slot on one replica: takes the next unit, obtains its answer, hands it to grading, and goes

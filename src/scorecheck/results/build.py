@@ -55,7 +55,7 @@ def build_results(*, model: str, protocol: Mapping[str, Any], config: Mapping[st
         fields = {"started": started, "ended": ended, "wall_s": round(ended - started, 3), **fields}
     d.update({
         "scorecheck": scorecheck_info().model_dump(mode="json"),
-        "protocol": dict(protocol) if base is None else {**dict(protocol), **d.get("protocol", {})},
+        "protocol": {**d.get("protocol", {}), **dict(protocol)},  # a regrade under another protocol names it
         "model": d.get("model") or model,
         "config": dict(config),
         "evals": {k: dict(v) for k, v in evals.items()},
