@@ -112,6 +112,9 @@ class Runner:
         self.judge_abort = EarlyAbort("judge requests", rc.cfg.abort_after, frozenset({"failed"}),
                                       self.state.judge_outcomes)  # fmt: skip
         self._inflight_keys: dict[str, asyncio.Future[Outcome]] = {}
+        self.committing = 0
+        """Answers received and waiting for their commit (a group commit every few ms): their slots' next requests
+        start once it returns."""
         self.grading: GradingPlan = rc.grading()
         self.judge_endpoint: EndpointState | None = None
         """Set by the session when a judge-capable eval is graded by the judge."""
@@ -461,7 +464,11 @@ class Runner:
                     "latency": out.latency, "attempts": out.attempts, "error": out.error, "endpoint": out.endpoint,
                 }
             )  # fmt: skip
-            await self.store.commit()  # durable before it counts as finished: a kill re-sends only what was in flight
+            self.committing += 1  # durable before it counts as finished: a kill re-sends only what was in flight
+            try:
+                await self.store.commit()
+            finally:
+                self.committing -= 1
         except BaseException as e:
             fut.cancel()
             self._inflight_keys.pop(key, None)
