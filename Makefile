@@ -48,6 +48,7 @@ test: install-dev system-deps
 lint: install-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
 
 bench: install-dev
 	$(BIN)/python bench/harness_throughput.py

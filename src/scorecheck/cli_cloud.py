@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -24,11 +23,15 @@ from scorecheck.cli_ops import (
 )
 from scorecheck.errors import ScorecheckError, UsageError
 
+if TYPE_CHECKING:
+    # typer carries its own copy of click: TyperGroup.parse_args is given typer's click Context, not click's.
+    from typer import _click
+
 
 class _TaskByDefault(TyperGroup):
     """``cloud STUDY ...`` runs ``cloud task STUDY ...``: a first argument that is no subcommand is a study file."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: _click.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = ["task", *args]
         return super().parse_args(ctx, args)

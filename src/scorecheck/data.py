@@ -222,6 +222,7 @@ def check_bytes(f: DataFile, data: bytes, origin: str) -> tuple[str, str]:
             f"{origin}: content does not match the expected {f.key} data (fingerprint {fp[:24]}…, expected "
             f"{f.fingerprint[:24]}…); delete the file and run `scorecheck data fetch {f.key}`"
         )
+    assert f.sha256 is not None, f"{f.key}: a DataFile has a sha256 or a fingerprint"  # the FILES table's invariant
     raise DataError(
         f"{origin}: sha256 {digest[:16]}… does not match the expected {f.sha256[:16]}… for {f.key}; "
         f"delete the file and run `scorecheck data fetch {f.key}`"

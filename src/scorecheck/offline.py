@@ -106,7 +106,7 @@ def grade_responses(eval_name: str, responses: Path, out_dir: Path, protocol: st
         )
 
     ifeval.checks.ensure_nltk()
-    records = []
+    records: list[dict[str, Any]] = []
     for row in rows:
         item = ifeval.make_item(row)
         present = row["prompt"] in by_prompt

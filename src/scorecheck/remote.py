@@ -130,14 +130,13 @@ def source_root() -> Path:
 def build_wheel(dest: Path) -> Path:
     """A wheel of this scorecheck checkout, so the box runs the same code."""
     root = source_root()
-    p = None
     for isolation in ([], ["--no-build-isolation"]):  # isolated first: the build backend pyproject.toml asks for
         p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", *isolation, "-w", str(dest),
                             str(root)], capture_output=True, text=True)  # fmt: skip
         if p.returncode == 0:
             break
     wheels = sorted(dest.glob("scorecheck-*.whl"))
-    if p is None or p.returncode != 0 or not wheels:
+    if p.returncode != 0 or not wheels:
         raise RemoteError(f"building the scorecheck wheel failed: {p.stderr.strip()[-500:]}")
     return wheels[-1]
 

@@ -157,6 +157,7 @@ class Runner:
         body = {"model": self.model, "messages": self.rc.messages("Reply with OK."), **self.sampling, "max_tokens": 1}
         out = await client.complete(body)
         if out.status == "http_400":
+            assert out.error is not None  # an http_400 Outcome carries the endpoint's answer
             hint = ""
             if "skip_special_tokens" in canonical(self.sampling):
                 hint = (" If the endpoint does not accept skip_special_tokens (OpenAI's API does not), rerun with "

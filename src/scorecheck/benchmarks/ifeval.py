@@ -161,9 +161,9 @@ def summarize(records: Sequence[dict[str, Any]], checker: str) -> dict[str, Any]
         ids_per_prompt.append(ids)
         item_ids.append(str(rec.get("item_id")))
 
-    by_checker = {}
+    by_checker: dict[str, dict[str, Any]] = {}
     for c in checks.CHECKERS:
-        s = checks.scores(per[c])
+        s: dict[str, Any] = dict(checks.scores(per[c]))
         s["prompts_followed"] = {"strict": sum(r.strict_all for r in per[c]), "loose": sum(r.loose_all for r in per[c])}
         s["instructions_followed"] = {"strict": sum(sum(r.strict) for r in per[c]),
                                       "loose": sum(sum(r.loose) for r in per[c])}  # fmt: skip
@@ -187,9 +187,9 @@ def summarize(records: Sequence[dict[str, Any]], checker: str) -> dict[str, Any]
     counts: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
     for c in checks.CHECKERS:
         for ids, r in zip(ids_per_prompt, per[c], strict=True):
-            for iid, s, lo in zip(ids, r.strict, r.loose, strict=True):
+            for iid, st, lo in zip(ids, r.strict, r.loose, strict=True):
                 for group in (iid, "category:" + iid.split(":")[0]):
-                    for mode, ok in (("strict", s), ("loose", lo)):
+                    for mode, ok in (("strict", st), ("loose", lo)):
                         cell = counts[(group, c, mode)]
                         cell[0] += int(ok)
                         cell[1] += 1

@@ -24,7 +24,7 @@ def _explanations(cmp: Comparison) -> list[Any]:
     if len(cmp.runs) != 2:
         return []
     try:
-        return explain_runs(*cmp.runs)
+        return explain_runs(cmp.runs[0], cmp.runs[1])
     except ScorecheckError as e:
         cmp.notes.append(f"no waterfall: {e}")
         return []

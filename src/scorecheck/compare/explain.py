@@ -20,7 +20,6 @@ extraction changed, and then in the sandbox). IFEval's per-item value is its con
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,7 +119,7 @@ def _side(run: Run, eval_name: str) -> _Side:
         raise UsageError(f"{run.path}: {e}") from None
     bench = get_benchmarks([eval_name], profile)[0]
     recs = {(str(s["item_id"]), int(s.get("sample_index") or 0)): s for s in run.samples if s.get("eval") == eval_name}
-    recorded = [s.get("reasoning_format") for s in recs.values() if s.get("reasoning_format")]
+    recorded = [f for s in recs.values() if (f := s.get("reasoning_format"))]
     if recorded:
         fmt = parse_format(max(set(recorded), key=recorded.count))
     else:
@@ -235,7 +234,10 @@ def explain_eval(run_a: Run, run_b: Run, eval_name: str, resamples: int = DEFAUL
         else:
             message = {"reasoning": rec.get("reasoning")} if b.fmt.name == "reasoning-field" else None
             text_b = b.fmt.apply(rec.get("response"), message).answer
-        regrade: Callable[[str | None], Value] = lambda e, item=item: _graded(grade(a.bench, item, e))  # noqa: E731
+
+        def regrade(e: str | None, item: Item = item) -> Value:
+            return _graded(grade(a.bench, item, e))
+
         ext1 = ext_a
         if text_b == text_a:
             s1[k] = s0[k]
@@ -249,10 +251,11 @@ def explain_eval(run_a: Run, run_b: Run, eval_name: str, resamples: int = DEFAUL
             s1[k] = s2[k] = s0[k]  # A's judge is not asked again: its stored grade is kept
             a_judge_kept += 1
         # (d) B's grader
+        checkers2 = s2[k].checkers
         if same_grader or b.judge:
             s3[k] = s2[k]
-        elif b.checker and s2[k].checkers and b.checker in s2[k].checkers:
-            s3[k] = Value(float(all(s2[k].checkers[b.checker]["strict"])), s2[k].checkers)
+        elif b.checker and checkers2 and b.checker in checkers2:
+            s3[k] = Value(float(all(checkers2[b.checker]["strict"])), checkers2)
         else:
             s3[k] = _graded(grade(b.bench, item, ext2))
     s4 = {k: _stored(ok_b[k]) for k in common}
@@ -299,10 +302,10 @@ def explain_eval(run_a: Run, run_b: Run, eval_name: str, resamples: int = DEFAUL
     ]
     score_a, score_b = _mean(full_a), _mean(full_b)
     for run, v in ((run_a, score_a), (run_b, score_b)):
-        rec = run.record.evals[eval_name].score
-        if rec is not None and abs(rec - v) > 1e-9:
-            notes.append(f"{eval_name}: {run.label}'s recorded score {rec:.6f} is not the mean of its per-item values "
-                         f"{v:.6f}; the waterfall explains the latter")  # fmt: skip
+        recorded_score = run.record.evals[eval_name].score
+        if recorded_score is not None and abs(recorded_score - v) > 1e-9:
+            notes.append(f"{eval_name}: {run.label}'s recorded score {recorded_score:.6f} is not the mean of its "
+                         f"per-item values {v:.6f}; the waterfall explains the latter")  # fmt: skip
     return Explanation(eval_name, run_a.label, run_b.label, score_a, score_b, score_b - score_a, len(common), steps,
                        {"a": a.describe(), "b": b.describe()}, notes)  # fmt: skip
 

@@ -21,7 +21,8 @@ def plot_png(cmp: Comparison, path: Path | None = None) -> bytes:
     k = max(1, len(cmp.runs))
     width = 0.8 / k
     fig, ax = plt.subplots(figsize=(max(8.0, 1.3 * len(rows) * max(1, k / 2) + 4), 4.5), dpi=120)
-    colors = plt.get_cmap("tab10").colors
+    cmap = plt.get_cmap("tab10")
+    colors = [cmap(i) for i in range(cmap.N)]  # tab10's ten colours (RGBA)
     for j, run in enumerate(cmp.runs):
         xs, ys, lo, hi, hatch = [], [], [], [], []
         for i, (e, m) in enumerate(rows):
@@ -42,10 +43,11 @@ def plot_png(cmp: Comparison, path: Path | None = None) -> bytes:
                 b.set_edgecolor("#000")
             ax.annotate(f"{y:.3f}", (b.get_x() + b.get_width() / 2, y), xytext=(0, 2), textcoords="offset points",
                         ha="center", va="bottom", fontsize=7)  # fmt: skip
-    claimed = {}
-    for c in cmp.claims:
-        if (c["eval"], c["metric"]) in rows:
-            claimed.setdefault(c["column"], []).append((rows.index((c["eval"], c["metric"])), c["claimed"]))
+    claimed: dict[str, list[tuple[int, float]]] = {}
+    for claim in cmp.claims:
+        if (claim["eval"], claim["metric"]) in rows:
+            at = rows.index((claim["eval"], claim["metric"]))
+            claimed.setdefault(claim["column"], []).append((at, claim["claimed"]))
     markers = "D^sv*"
     for n, (col, pts) in enumerate(claimed.items()):
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=markers[n % len(markers)], s=40, zorder=5,

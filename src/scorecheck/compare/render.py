@@ -237,11 +237,11 @@ def to_csv(cmp: Comparison) -> str:
             "ci_high": p["ci95"][1] if p["ci95"] else "", "p_value": p["p_value"], "test": p["test"],
             "significant": p["significant"],
         })  # fmt: skip
-    for c in cmp.claims:
-        for label, m in c["runs"].items():
+    for claim in cmp.claims:
+        for label, m in claim["runs"].items():
             w.writerow({
-                "section": "claim", "eval": c["eval"], "metric": c["metric"], "config": label, "claimed": c["claimed"],
-                "reference": c["reference"], "claim": c["label"], "score": m["measured"] if m else "",
+                "section": "claim", "eval": claim["eval"], "metric": claim["metric"], "config": label,
+                "claimed": claim["claimed"], "reference": claim["reference"], "claim": claim["label"], "score": m["measured"] if m else "",
                 "diff": m["diff"] if m else "", "inside_ci": m["inside_ci"] if m else "", "kind": m["kind"] if m else "",
             })  # fmt: skip
     return buf.getvalue()

@@ -115,7 +115,7 @@ class Limit:
             self.value, self.mode = self.fixed, "fixed"
         self.history.append((time.monotonic(), self.value))
 
-    def _set(self, value: int, full: bool | None = None) -> None:
+    def _set(self, value: float, full: bool | None = None) -> None:
         value = max(1, min(MAX, int(value)))
         if full:
             self.full_seen = True

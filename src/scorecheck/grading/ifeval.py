@@ -76,8 +76,9 @@ def ensure_nltk() -> None:
     from scorecheck import data
 
     places = []
-    if data.data_dir() is not None:
-        places.append(data.data_dir() / "nltk_data")
+    data_dir = data.data_dir()
+    if data_dir is not None:
+        places.append(data_dir / "nltk_data")
     cache = data.cache_dir() / "nltk_data"
     places.append(cache)
     for p in places:
