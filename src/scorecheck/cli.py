@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -621,67 +622,10 @@ def data_fetch(
         _fail(e)
 
 
-def _register_ops() -> None:
-    from scorecheck import cli_ops
-
-    cli_ops.register(app)
-
-
-_register_ops()
-
-
-def _register_compare() -> None:
-    from scorecheck import cli_compare
-
-    cli_compare.register(app)
-
-
-_register_compare()
-
-
-def _register_export() -> None:
-    from scorecheck import cli_export
-
-    cli_export.register(app)
-
-
-_register_export()
-
-
-def _register_cloud() -> None:
-    from scorecheck import cli_cloud
-
-    cli_cloud.register(app)
-
-
-_register_cloud()
-
-
-def _register_protocols() -> None:
-    from scorecheck import cli_protocols
-
-    cli_protocols.register(app)
-
-
-_register_protocols()
-
-
-def _register_audit() -> None:
-    from scorecheck import cli_audit
-
-    cli_audit.register(app)
-
-
-_register_audit()
-
-
-def _register_explain() -> None:
-    from scorecheck import cli_explain
-
-    cli_explain.register(app)
-
-
-_register_explain()
+# The other commands live in their own modules, each with a ``register(app)``; they import this module's helpers
+# (``_fail``) when they run, so they are loaded here, after everything they use is defined.
+for _module in ("cli_ops", "cli_compare", "cli_export", "cli_cloud", "cli_protocols", "cli_audit", "cli_explain"):
+    importlib.import_module(f"scorecheck.{_module}").register(app)
 
 
 MOVED_ENV = "SCORECHECK_MOVED_"
