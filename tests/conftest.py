@@ -73,9 +73,11 @@ class Stub:
         self.base_url = f"http://127.0.0.1:{port}/v1"
 
     def control(self, script: list[str] | None = None, default: str = "ok", answer: str = "Answer: A",
-                models_script: list[str] | None = None) -> None:  # fmt: skip
+                models_script: list[str] | None = None, max_model_len: int | None = None,
+                report_ctx: bool = False) -> None:  # fmt: skip
         body = json.dumps({"script": script or [], "default": default, "answer": answer,
-                           "models_script": models_script or []}).encode()  # fmt: skip
+                           "models_script": models_script or [], "max_model_len": max_model_len,
+                           "report_ctx": report_ctx}).encode()  # fmt: skip
         urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{self.port}/control", data=body), timeout=5)
 
     def stats(self) -> dict[str, int]:

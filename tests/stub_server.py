@@ -9,7 +9,9 @@ connection without answering), ``hang`` (never answer), ``malformed`` (200 with 
 ``nochoices`` (200 JSON without choices), ``length`` (ok but finish_reason "length"), ``badutf8`` (ok, the answer
 followed by bytes that are not UTF-8), ``surrogate`` (ok, the answer followed by a lone surrogate escape ``\\ud800``),
 ``cut`` (a 200 whose body stops short of its Content-Length, then the connection closes), ``502`` (an nginx-style
-HTML error page).
+HTML error page). A request with ``"stream": true`` (the preflight) gets its ``ok`` as server-sent events.
+``max_model_len`` (set through ``/control``) rejects with 400 every request whose ``max_tokens`` does not fit, as vLLM
+does; ``report_ctx`` lists it in ``/v1/models``.
 ``GET /v1/models`` takes its own script (``models_script``: ``ok``, ``502``, ``cut``), then answers ``ok``.
 A POST with JSON ``{"script": [...], "default": "ok", "answer": "...", "models_script": [...]}`` to ``/control``
 replaces the scripts.
@@ -46,6 +48,8 @@ class StubState:
         self.last_authorization: str | None = None
         self.delay = 0.0
         self.models: bytes | None = None
+        self.max_model_len: int | None = None
+        self.report_ctx = False
 
     def next_action(self) -> str:
         return self.script.popleft() if self.script else self.default
@@ -104,7 +108,8 @@ class StubProtocol(asyncio.Protocol):
                 return self.fault(action)
             payload = {
                 "object": "list",
-                "data": [{"id": st.model, "object": "model", "created": 0, "owned_by": "stub"}],
+                "data": [{"id": st.model, "object": "model", "created": 0, "owned_by": "stub",
+                          **({"max_model_len": st.max_model_len} if st.report_ctx else {})}],
             }
             t.write(_response(200, json.dumps(payload).encode()))
             return True
@@ -117,10 +122,14 @@ class StubProtocol(asyncio.Protocol):
             st.default = cfg.get("default", st.default)
             st.answer = cfg.get("answer", st.answer)
             st.models_script = deque(cfg.get("models_script", []))
+            st.max_model_len = cfg.get("max_model_len")
+            st.report_ctx = bool(cfg.get("report_ctx"))
             st.counts.clear()
             t.write(_response(200, b"{}"))
             return True
         action = st.next_action()
+        if st.max_model_len and int(json.loads(body).get("max_tokens") or 0) >= st.max_model_len:
+            action = "400"  # as vLLM answers a request that cannot fit its context
         st.counts[action] += 1
         st.counts["total"] += 1
         if st.keep_bodies:
@@ -139,12 +148,15 @@ class StubProtocol(asyncio.Protocol):
                 + (b"length" if action == "length" else b"stop")
                 + b'"}],"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}'
             )
+            response = _response(200, payload)
+            if b'"stream":true' in body.replace(b" ", b""):  # the preflight: server-sent events, as vLLM streams
+                chunk = b'{"id":"stub","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":' + content + b"}}]}"
+                events = b"data: " + chunk + b"\n\ndata: [DONE]\n\n"
+                response = _response(200, events).replace(b"application/json", b"text/event-stream")
             if st.delay:
-                asyncio.get_running_loop().call_later(
-                    st.delay, lambda: t.is_closing() or t.write(_response(200, payload))
-                )
+                asyncio.get_running_loop().call_later(st.delay, lambda: t.is_closing() or t.write(response))
             else:
-                t.write(_response(200, payload))
+                t.write(response)
         elif action in ("400", "429", "500", "503"):
             t.write(_response(int(action), b'{"error":{"message":"stub ' + action.encode() + b'"}}', "Err"))
         elif action == "malformed":

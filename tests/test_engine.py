@@ -216,3 +216,25 @@ def test_grading_pool_size_and_abort_policy():
     msg = p.observe("failed", "boom")
     assert msg is not None and "3 of the first 4 judge requests" in msg and "3 failed" in msg
     assert p.observe("failed", "x") is None and p.outcomes["failed"] == 4
+
+
+def test_circuit_breaker_trips_on_sustained_failure_only(monkeypatch):
+    from scorecheck.engine import abort
+
+    now = [1000.0]
+    monkeypatch.setattr(abort.time, "monotonic", lambda: now[0])
+    br = abort.CircuitBreaker("answer from the model", 60.0, frozenset({"failed", "http_400"}), min_failures=8)
+    for _ in range(20):  # many failures, but an answer a moment ago
+        br.attempt("failed", "HTTP 502")
+    assert not br.tripped()
+    now[0] += 61
+    assert br.tripped()  # no answer for 61 s, 20 failed attempts
+    br.attempt("ok", None)
+    assert not br.tripped() and br.failures == 0
+    now[0] += 120
+    assert not br.tripped()  # a long quiet spell without failures (long answers) is not a death
+    for _ in range(7):
+        br.attempt("http_400", "HTTP 400: context")
+    assert not br.tripped()  # fewer than min_failures
+    br.attempt("failed", "reset")
+    assert br.tripped() and "last error: reset" in br.reason() and br.probe_for == 30.0

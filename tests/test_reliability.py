@@ -319,3 +319,56 @@ def test_malformed_results_json_in_compare_is_one_line(stub, tmp_path):
         r = run_cli("compare", str(good), str(bad), env=ENV, timeout=60)
         assert r.code == 2, (content, r.code, r.err)
         assert str(bad / "results.json") in one_line(r.err), r.err
+
+
+# -- preflight with the run's real sampling; the context length ------------------------------------------------------
+def test_preflight_sends_the_real_max_tokens_and_refuses_what_cannot_fit(stub, tmp_path):
+    """A server with a 4,096-token context rejects max_tokens 6000 with HTTP 400 (vLLM does): the preflight sends
+    the run's real sampling (streamed), so the run stops before its first request instead of storing a 400 storm."""
+    stub.control(max_model_len=4096)
+    out = tmp_path / "run"
+    r = run(stub.base_url, out, "--max-tokens", "6000")
+    assert r.code not in (0, 1), r.err
+    line = one_line(r.err)
+    assert "rejects this run's request parameters" in line and "HTTP 400" in line
+    assert stub.stats()["total"] == 1  # the preflight alone
+    assert query(out, "SELECT COUNT(*) FROM requests") == [(0,)]
+    # The same server reporting its context length in /v1/models: refused before any request, naming the fix.
+    stub.control(max_model_len=4096, report_ctx=True)
+    r = run(stub.base_url, out, "--max-tokens", "6000")
+    line = one_line(r.err)
+    assert r.code not in (0, 1) and "context length 4096" in line and "--max-tokens" in line, r.err
+    assert stub.stats().get("total", 0) == 0
+    # max_tokens that fits: the run proceeds (the preflight is one streamed request, closed after its first chunk).
+    r = run(stub.base_url, out, "--max-tokens", "1000")
+    assert r.code == 0, r.err
+    assert results(out)["n"] == LIMIT and stub.stats()["total"] == 1 + LIMIT
+
+
+def test_prompts_that_may_not_fit_the_context_are_noted(stub, tmp_path):
+    stub.control(max_model_len=1100, report_ctx=True)
+    out = tmp_path / "run"
+    r = run(stub.base_url, out, "--max-tokens", "1000")
+    assert r.code == 0, r.err
+    notes = json.loads((out / "results.json").read_text())["notes"]
+    assert any("may not fit" in n and "context length 1100" in n for n in notes), notes
+
+
+# -- the circuit breaker over the whole run ----------------------------------------------------------------------------
+def test_an_endpoint_that_dies_mid_run_stops_the_run_within_bounded_time(stub, tmp_path):
+    """After 40 answers the endpoint drops every connection. The early abort (first 32 answers) has passed; with
+    retries that would take hours (50 retries, backoff to 60 s), the circuit breaker pauses, probes and stops."""
+    cfg = tmp_path / "run.toml"
+    cfg.write_text("max_retries = 50\nretry_wait = 0.05\nbreaker_seconds = 1.5\n")
+    stub.control(script=["ok"] * 41, default="reset")
+    out = tmp_path / "run"
+    r = run(stub.base_url, out, "--config", str(cfg), limit=80)
+    assert r.code == 3, (r.code, r.err)
+    assert "stopped: no answer from the model for" in r.err and "rerun the same command" in r.err, r.err
+    assert r.seconds < 40, r.seconds
+    assert query(out, "SELECT status, COUNT(*) FROM requests GROUP BY status") == [("ok", 40)]
+    assert query(out, "SELECT status FROM sessions") == [("aborted",)]
+    stub.control(default="ok")  # the endpoint is back: the rerun sends the other 40 and nothing else
+    r = run(stub.base_url, out, "--config", str(cfg), limit=80)
+    assert r.code == 0, r.err
+    assert results(out)["n"] == 80 and stub.stats()["total"] == 1 + 40

@@ -15,6 +15,7 @@ import json
 import random
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,7 +75,9 @@ DOWN_FOR = 15.0
 
 class ChatClient:
     def __init__(self, endpoints: list[EndpointState], concurrency: int | None, timeout: float, max_retries: int,
-                 retry_wait: float) -> None:  # fmt: skip
+                 retry_wait: float, on_attempt: Callable[[str, str | None], None] | None = None) -> None:  # fmt: skip
+        """``on_attempt(status, error)``: called after every attempt (``ok``, ``http_400``, ``failed``), retries
+        included (the run's circuit breaker, engine/abort.py)."""
         if not endpoints:
             raise ValueError("no endpoints")
         self.endpoints = endpoints
@@ -82,6 +85,7 @@ class ChatClient:
         self.max_retries = max_retries
         self.retry_wait = retry_wait
         self._concurrency = concurrency
+        self._on_attempt = on_attempt
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> ChatClient:
@@ -178,20 +182,80 @@ class ChatClient:
         Transient failures are retried up to ``max_retries`` times after :meth:`backoff`. A plain loop: tenacity's
         per-call machinery (and the reference cycles it leaves to the garbage collector) took about a quarter of
         the harness's time per request (BENCHMARKS.md)."""
+        return await self._retrying(lambda: self._once(body, on_send, endpoint), self.max_retries)
+
+    async def _retrying(self, once: Callable[[], Awaitable[Outcome]], max_retries: int) -> Outcome:
+        """``once()`` until it returns, retrying ``Transient`` failures up to ``max_retries`` times."""
         attempt = 0
         while True:
             attempt += 1
             try:
-                out = await self._once(body, on_send, endpoint)
+                out = await once()
             except Final as e:
+                self._attempted("failed", str(e))
                 return Outcome("failed", error=str(e), attempts=attempt)
             except Transient as e:
-                if attempt > self.max_retries:
+                self._attempted("failed", str(e))
+                if attempt > max_retries:
                     return Outcome("failed", error=f"{e} (after {attempt} attempts)", attempts=attempt)
                 await asyncio.sleep(self.backoff(attempt))
                 continue
             out.attempts = attempt
+            self._attempted(out.status, out.error)
             return out
+
+    def _attempted(self, status: str, error: str | None) -> None:
+        if self._on_attempt is not None:
+            self._on_attempt(status, error)
+
+    async def probe(self, body: dict[str, Any], endpoint: EndpointState, retry: bool = True) -> Outcome:
+        """The preflight: ``body`` (the run's real sampling, max_tokens included) sent streamed to ``endpoint``,
+        the connection closed after the first chunk, so a rejected parameter shows at once without waiting for a
+        long answer. Retried like any request (one attempt without ``retry``: the circuit breaker's probes);
+        ``ok`` once the first chunk arrives, ``http_400`` (the endpoint's words) when it refuses the request,
+        ``failed`` otherwise."""
+        return await self._retrying(lambda: self._probe_once({**body, "stream": True}, endpoint),
+                                    self.max_retries if retry else 0)  # fmt: skip
+
+    async def _probe_once(self, body: dict[str, Any], ep: EndpointState) -> Outcome:
+        assert self._session is not None
+        t0 = time.monotonic()
+        try:
+            async with self._session.post(ep.base_url + "/chat/completions", json=body,
+                                          headers=ep.request_headers()) as resp:  # fmt: skip
+                if resp.status != 200:
+                    text, _ = decode_body(await resp.read())
+                    if resp.status == 400:
+                        return Outcome("http_400", error=f"HTTP 400: {summarize_body(text, 40)}", endpoint=ep.base_url)
+                    raise (Transient if resp.status in RETRY_STATUSES else Final)(summarize_http(resp.status, text))
+                if not resp.content_type.startswith("text/event-stream"):  # the server ignored "stream": one body
+                    text, _ = decode_body(await resp.read())
+                    first = text
+                else:
+                    first = ""
+                    while not first:  # the first non-empty line of the stream; the rest is not read
+                        line = await resp.content.readline()
+                        if not line:
+                            raise Transient("the stream ended before its first chunk")
+                        first = decode_body(line)[0].strip()
+                    first = first.removeprefix("data:").strip()
+                resp.close()  # the server stops generating when the client goes (vLLM, llama.cpp)
+                try:
+                    chunk = json.loads(first)
+                except ValueError:
+                    raise Transient(f"malformed first chunk: {summarize_body(first)!r}") from None
+                if isinstance(chunk, dict) and chunk.get("error"):  # an error sent inside the stream (vLLM)
+                    err = chunk["error"]
+                    msg = err.get("message") if isinstance(err, dict) else err
+                    return Outcome("http_400", error=f"error in the stream: {summarize_body(str(msg), 40)}",
+                                   endpoint=ep.base_url)  # fmt: skip
+                if not isinstance(chunk, dict) or not chunk.get("choices"):
+                    raise Transient(f"not a chat completion chunk: {summarize_body(first)!r}")
+                return Outcome("ok", latency=time.monotonic() - t0, endpoint=ep.base_url)
+        except aiohttp.ClientConnectorError as e:
+            raise Transient(f"{e.__class__.__name__}: {e}"[:300]) from None
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as e:
+            raise Transient(f"{e.__class__.__name__}: {e}"[:300]) from None
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait after failed attempt ``attempt`` (from 1): ``retry_wait`` doubled per attempt, plus up to

@@ -77,6 +77,8 @@ class RunConfig(BaseModel):
     """First backoff in seconds; doubles each retry (with jitter), capped at 60 s."""
     abort_after: int = Field(default=32, ge=1)
     """Stop early when errors or HTTP 400s are the majority of the first ``abort_after`` answers."""
+    breaker_seconds: float = Field(default=120.0, gt=0)
+    """Pause, probe, then stop when no request has got an answer for this long while requests keep failing."""
     preflight: bool = True
     out: str = "runs/latest"
     embedded_parallel: int = Field(default=4, ge=1)

@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from scorecheck.benchmarks import Benchmark, Graded, Item
 from scorecheck.client import ChatClient, EndpointState, Outcome, decode_replaced, find_model, model_identity
 from scorecheck.config import Resolved
-from scorecheck.engine.abort import EarlyAbort
+from scorecheck.engine.abort import CircuitBreaker, EarlyAbort
 from scorecheck.engine.concurrency import Limit, watch_metrics
 from scorecheck.engine.eta import Eta
 from scorecheck.engine.grading import GradingPool, GradingQueue
@@ -41,6 +41,9 @@ answer line before math-verify (grading/symbolic.py, issue #17)."""
 
 JUDGE_EVAL = "judge"
 """The ``eval`` column of judge requests in the store (their item_id is ``<eval>/<item id>``)."""
+
+CONTEXT_KEYS = ("max_model_len", "context_length", "max_context_length")
+"""Where a /v1/models entry may give the served context length (vLLM and SGLang: ``max_model_len``)."""
 
 JUDGE_CONCURRENCY = 64
 """Judge requests in flight when the run's concurrency adapts (``--concurrency N`` sets both)."""
@@ -87,6 +90,11 @@ class Live:
     in_flight_expected: float = 0.0
     """Expected completion tokens of the requests in flight."""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    running: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set while slots may start requests; cleared while the circuit breaker probes a silent endpoint."""
+
+    def __post_init__(self) -> None:
+        self.running.set()
 
 
 class Runner:
@@ -111,6 +119,11 @@ class Runner:
                                       self.state.sent_outcomes)  # fmt: skip
         self.judge_abort = EarlyAbort("judge requests", rc.cfg.abort_after, frozenset({"failed"}),
                                       self.state.judge_outcomes)  # fmt: skip
+        self.model_breaker = CircuitBreaker("answer from the model", rc.cfg.breaker_seconds,
+                                            frozenset({"failed", "http_400"}))  # fmt: skip
+        self.judge_breaker = CircuitBreaker("verdict from the judge", rc.cfg.breaker_seconds, frozenset({"failed"}))
+        self.notes: list[str] = []
+        """What the preflight found worth saying in results.json (prompts that may not fit the context)."""
         self._inflight_keys: dict[str, asyncio.Future[Outcome]] = {}
         self.committing = 0
         """Answers received and waiting for their commit (a group commit every few ms): their slots' next requests
@@ -139,7 +152,9 @@ class Runner:
             self.data_sha256.update(shas)
 
     async def preflight(self, client: ChatClient) -> None:
-        """/v1/models must list the model (on every endpoint, with one identity); one request must succeed."""
+        """/v1/models must list the model (on every endpoint, with one identity) and, where it reports a context
+        length, leave room for max_tokens; then each endpoint must accept the run's real request parameters (a
+        streamed request with the run's sampling, closed after its first chunk)."""
         identities = []
         for ep in self.endpoints:
             models = await client.list_models(ep)
@@ -149,22 +164,47 @@ class Runner:
                 raise EndpointError(f"{ep.base_url} does not serve model {self.model!r} (it lists: {names})")
             identities.append(model_identity(entry))
             self.models_answer[ep.base_url] = models
+            self._check_context(ep, entry)
         if any(canonical(i) != canonical(identities[0]) for i in identities[1:]):
             raise EndpointError("the endpoints serve different models under the same name; give one model's replicas")
         self.identity = identities[0]
         if not self.rc.cfg.preflight:
             return
-        body = {"model": self.model, "messages": self.rc.messages("Reply with OK."), **self.sampling, "max_tokens": 1}
-        out = await client.complete(body)
-        if out.status == "http_400":
-            assert out.error is not None  # an http_400 Outcome carries the endpoint's answer
-            hint = ""
-            if "skip_special_tokens" in canonical(self.sampling):
-                hint = (" If the endpoint does not accept skip_special_tokens (OpenAI's API does not), rerun with "
-                        "--extra-body '{}'.")  # fmt: skip
-            raise EndpointError(f"the endpoint rejects this run's request parameters ({out.error[:200]}).{hint}")
-        if out.status != "ok":
-            raise EndpointError(f"a test request to the endpoint failed: {out.error}")
+        for ep in self.endpoints:
+            out = await client.probe(self._probe_body(), ep)
+            if out.status == "http_400":
+                assert out.error is not None  # an http_400 Outcome carries the endpoint's answer
+                hint = ""
+                if "skip_special_tokens" in canonical(self.sampling):
+                    hint = (" If the endpoint does not accept skip_special_tokens (OpenAI's API does not), rerun with "
+                            "--extra-body '{}'.")  # fmt: skip
+                raise EndpointError(f"{ep.base_url} rejects this run's request parameters ({out.error[:200]}).{hint}")
+            if out.status != "ok":
+                raise EndpointError(f"a test request to {ep.base_url} failed: {out.error}")
+
+    def _probe_body(self) -> dict[str, Any]:
+        """The preflight's (and the circuit breaker's) request: a short prompt with the run's real sampling."""
+        return {"model": self.model, "messages": self.rc.messages("Reply with OK."), **self.sampling}
+
+    def _check_context(self, ep: EndpointState, entry: dict[str, Any]) -> None:
+        """max_tokens against the context length /v1/models reports (vLLM, SGLang: ``max_model_len``): refused when
+        no prompt could fit, a note when some prompts may not (4 characters a token: an estimate)."""
+        ctx = next((entry[k] for k in CONTEXT_KEYS if isinstance(entry.get(k), int)), None)
+        max_tokens = self.sampling.get("max_tokens")
+        if ctx is None or not isinstance(max_tokens, int):
+            return
+        if max_tokens >= ctx:
+            raise EndpointError(
+                f"max_tokens {max_tokens} does not fit {ep.base_url}'s context length {ctx} (/v1/models): every "
+                "request would get HTTP 400; lower --max-tokens, or serve the model with a longer context (vLLM: "
+                "--max-model-len)"
+            )
+        over = sum(1 for b in self.rc.benchmarks for it in self.items.get(b.name, [])
+                   if len(_text(self.rc.messages(it.prompt, b))) / 4 + max_tokens > ctx)  # fmt: skip
+        if over:
+            self.notes.append(f"{over} prompt(s) may not fit {ep.base_url}'s context length {ctx} with max_tokens "
+                              f"{max_tokens} (estimated at 4 characters a token): the endpoint answers those with "
+                              "HTTP 400")  # fmt: skip
 
     async def preflight_judge(self, client: ChatClient) -> None:
         """The judge endpoint must list the judge model; one short request must succeed (when preflight is on)."""
@@ -180,11 +220,13 @@ class Runner:
         self.judge_models_answer = {ep.base_url: models}
         if not self.rc.cfg.preflight:
             return
-        body = {"model": model, "messages": [{"role": "user", "content": "Reply with Yes."}],
-                **self.grading.judge_sampling, "max_tokens": 1}  # fmt: skip
-        out = await client.complete(body)
+        out = await client.probe(self._judge_probe_body(), ep)
         if out.status != "ok":
             raise EndpointError(f"a test request to the judge endpoint failed: {out.error}")
+
+    def _judge_probe_body(self) -> dict[str, Any]:
+        return {"model": self.grading.judge_model, "messages": [{"role": "user", "content": "Reply with Yes."}],
+                **self.grading.judge_sampling}  # fmt: skip
 
     def grade_key(self, bench: Benchmark, key: str) -> str:
         fmt = str(self.rc.reasoning_for(bench))
@@ -214,19 +256,24 @@ class Runner:
             raise EndpointError("this run grades with the judge but no judge endpoint was set up")
         cfg = self.rc.cfg
         async with ChatClient([self.judge_endpoint], self.judge_concurrency, cfg.timeout, cfg.max_retries,
-                              cfg.retry_wait) as jc:  # fmt: skip
+                              cfg.retry_wait, on_attempt=self.judge_breaker.attempt) as jc:  # fmt: skip
             await self.preflight_judge(jc)
             self._judge_client = jc
+            stop = asyncio.Event()
+            guard = asyncio.create_task(self._guard(self.judge_breaker, jc, self._judge_probe_body(), None, stop))
             try:
                 yield jc
             finally:
+                stop.set()
+                await guard
                 self._judge_client = None
 
     # -- the run ---------------------------------------------------------------------------------------------
     async def run(self) -> RunState:
         cfg = self.rc.cfg
         async with (
-            ChatClient(self.endpoints, self.concurrency, cfg.timeout, cfg.max_retries, cfg.retry_wait) as client,
+            ChatClient(self.endpoints, self.concurrency, cfg.timeout, cfg.max_retries, cfg.retry_wait,
+                       on_attempt=self.model_breaker.attempt) as client,
             self._judge_session(),
         ):
             await self.preflight(client)
@@ -246,6 +293,7 @@ class Runner:
             stop = asyncio.Event()
             background = [
                 asyncio.create_task(self._flush_loop(stop, progress)),
+                asyncio.create_task(self._guard(self.model_breaker, client, self._probe_body(), live, stop)),
                 *(asyncio.create_task(watch_metrics(client.session, lim, stop)) for lim in live.limits),
             ]
             closed = False
@@ -302,7 +350,9 @@ class Runner:
                         t.add_done_callback(workers.discard)
                 if live.order:
                     await live.wake.wait()
-            await asyncio.gather(*workers)
+            while not self.state.aborted and any(not t.done() for t in workers):  # a stop cancels those in flight
+                live.wake.clear()
+                await live.wake.wait()
         finally:  # a stop (SIGTERM, Ctrl-C) or an error: no slot may outlive the client it sends through
             left = list(workers)
             for t in left:
@@ -314,6 +364,9 @@ class Runner:
         on while the replica's limit still has room for it."""
         try:
             while live.order and not self.state.aborted and lim.assigned <= lim.value:
+                if not live.running.is_set():  # the circuit breaker is probing the endpoint
+                    await live.running.wait()
+                    continue
                 u, _eval, expected = live.order.pop()
                 live.in_flight_expected += expected
                 sent_at = time.monotonic()
@@ -494,10 +547,48 @@ class Runner:
         return None
 
     def _watch(self, out: Outcome) -> None:
-        self.state.aborted = self.state.aborted or self.model_abort.observe(out.status, out.error)
+        self._abort(self.model_abort.observe(out.status, out.error))
 
     def _watch_judge(self, out: Outcome) -> None:
-        self.state.aborted = self.state.aborted or self.judge_abort.observe(out.status, out.error)
+        self._abort(self.judge_abort.observe(out.status, out.error))
+
+    def _abort(self, reason: str | None) -> None:
+        """Stop the run for ``reason`` (the first reason given stands): no new request, those in flight cancelled
+        (a rerun sends them), everything finished kept."""
+        if reason is None or self.state.aborted:
+            return
+        self.state.aborted = reason
+        if self.live is not None:
+            self.live.running.set()
+            self.live.wake.set()
+
+    async def _guard(self, breaker: CircuitBreaker, client: ChatClient, probe: dict[str, Any], live: Live | None,
+                     stop: asyncio.Event) -> None:  # fmt: skip
+        """The circuit breaker's loop: when it trips, pause the slots (``live``; the judge has none to pause),
+        probe every endpoint of ``client`` until one answers (resume) or ``breaker.probe_for`` runs out (stop)."""
+        while not stop.is_set() and not self.state.aborted:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=min(1.0, breaker.window_s / 4))
+            if stop.is_set() or not breaker.tripped():
+                continue
+            if live is not None:
+                live.running.clear()
+            deadline = time.monotonic() + breaker.probe_for
+            answered = False
+            while not answered and time.monotonic() < deadline and not stop.is_set():
+                for ep in client.endpoints:
+                    out = await client.probe(probe, ep, retry=False)
+                    answered = answered or out.status == "ok"
+                if not answered and breaker.last_answer < time.monotonic() - breaker.window_s:
+                    await asyncio.sleep(breaker.probe_every)
+                else:  # a probe answered, or a request in flight did meanwhile
+                    answered = True
+            if answered:
+                breaker.answered()
+                if live is not None:
+                    live.running.set()
+                continue
+            self._abort(breaker.reason())
 
     async def _grade(self, u: Unit, out: Outcome) -> dict[str, Any]:
         rec: dict[str, Any] = {

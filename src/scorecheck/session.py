@@ -86,9 +86,9 @@ def _execute(cfg: RunConfig, rc: Resolved, store: Store, run_dir: Path, started:
             raise UsageError("--judge-url embedded needs the embedded model (a run without --base-url)")
         setup_judge(rc, runner)
         runner.load_data()
-        accept_configuration(store, run_identity(rc, runner_model, runner.data_sha256), new_run, err)
+        anew = accept_configuration(store, run_identity(rc, runner_model, runner.data_sha256), new_run, err)
         store.start_session(redact_argv(sys.argv))
-        if not (run_dir / "config.json").is_file():  # else rewritten with the results it describes
+        if anew or not (run_dir / "config.json").is_file():  # else rewritten with the results it describes
             write_config(run_dir, rc)
         if not cfg.endpoints:
             say_estimate(rc, runner, err)
@@ -184,11 +184,15 @@ def identity_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return diffs
 
 
-def accept_configuration(store: Store, identity: dict[str, Any], new_run: bool, err: Console) -> None:
+def accept_configuration(store: Store, identity: dict[str, Any], new_run: bool, err: Console) -> bool:
     """Refuse (store untouched) a run directory holding a run of another configuration, or, with ``new_run``,
-    move that run aside; then record this configuration."""
+    move that run aside; then record this configuration. A configuration that never got an answer there (its
+    preflight failed) is simply replaced. True when this configuration was recorded anew (config.json follows)."""
     recorded = store.get_meta(IDENTITY_META)
     diffs = identity_differences(recorded, identity) if recorded is not None else []
+    if diffs and not store.has_answers():
+        store.set_meta(IDENTITY_META, identity)
+        return True
     if diffs and not new_run:
         raise UsageError(f"{store.run_dir} holds a run of another configuration ({'; '.join(diffs)}); use another "
                          "--out, or add --new-run to start a new run there (the old one is kept aside)")  # fmt: skip
@@ -197,9 +201,11 @@ def accept_configuration(store: Store, identity: dict[str, Any], new_run: bool, 
         err.print(f"--new-run: the previous run in {store.run_dir} was moved to {aside}", highlight=False)
     if recorded is None or diffs or new_run:
         store.set_meta(IDENTITY_META, identity)
-    elif recorded.get("data_sha256") != identity["data_sha256"]:  # an eval added: its data joins the record
+        return True
+    if recorded.get("data_sha256") != identity["data_sha256"]:  # an eval added: its data joins the record
         store.set_meta(IDENTITY_META, {**identity, "data_sha256": {**recorded["data_sha256"],
                                                                    **identity["data_sha256"]}})  # fmt: skip
+    return False
 
 
 def write_config(run_dir: Path, rc: Resolved) -> None:
@@ -422,6 +428,7 @@ def run_results(rc: Resolved, runner: Runner, store: Store, started: float,
     if not rc.cfg.endpoints:
         notes.append("the embedded SmolLM2-135M (CPU) exercises the pipeline, it does not score: expect numbers near "
                      "zero; give --base-url of a real model's server for real scores")  # fmt: skip
+    notes += runner.notes
     notes += agreement_notes(evals)
     desc = rc.describe()
     return build_results(

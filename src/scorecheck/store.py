@@ -137,6 +137,10 @@ class Store:
         """No session has ever written here."""
         return self.db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == 0
 
+    def has_answers(self) -> bool:
+        """Some request or sample was stored (a session that failed its preflight stored none)."""
+        return any(self.db.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone() for t in ("requests", "samples"))
+
     def set_aside(self) -> Path:
         """Move the run in this directory (store, outputs, logs, regrades) into ``previous-<UTC time>/`` inside it
         and start an empty store, the lock held throughout. Earlier ``previous-*`` directories stay where they are."""
