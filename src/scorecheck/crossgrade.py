@@ -20,7 +20,7 @@ from rich.console import Console
 from scorecheck.benchmarks import Benchmark, Item
 from scorecheck.config import Resolved
 from scorecheck.errors import UsageError
-from scorecheck.protocols import PROFILES
+from scorecheck.protocols import PROFILES, Profile
 from scorecheck.store import Store
 
 Key = tuple[str, int]
@@ -57,12 +57,17 @@ class EvalPlan:
         }
 
 
+def target_profile(protocol: str) -> Profile:
+    """``--protocol P``'s profile; an unknown name is a one-line error naming the flag and the known ones."""
+    if protocol not in PROFILES:
+        raise UsageError(f"--protocol {protocol}: unknown protocol; known: {', '.join(sorted(PROFILES))}")
+    return PROFILES[protocol]
+
+
 def retarget(described: dict[str, Any], protocol: str) -> dict[str, Any]:
     """A run's recorded configuration as it reads under ``protocol``: P's reasoning default, the run's system prompt
     kept (by name where P has that name, else as its literal text), only the evals P defines."""
-    profile = PROFILES[protocol] if protocol in PROFILES else None
-    if profile is None:
-        raise UsageError(f"--protocol {protocol}: unknown protocol; known: {', '.join(sorted(PROFILES))}")
+    profile = target_profile(protocol)
     d = dict(described)
     d["protocol"] = protocol
     d.pop("reasoning", None)
