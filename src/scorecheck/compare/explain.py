@@ -482,7 +482,8 @@ def rows(x: Explanation) -> list[list[str]]:
     for s in x.steps:
         run += s.diff
         out.append([s.label, f"{run:.6f}", f"{s.diff:+.6f}", _fmt_ci(s.ci95), str(s.changed) if s.changed else ""])
-    out.append([f"{x.b} ({x.sides['b']['protocol']})", f"{x.score_b:.6f}", f"{x.total:+.6f}", "total", ""])
+    end = x.b if x.protocol else f"{x.b} ({x.sides['b']['protocol']})"  # protocol mode: "RUN graded as P"
+    out.append([end, f"{x.score_b:.6f}", f"{x.total:+.6f}", "total", ""])
     if x.unmeasured is not None:
         out.append([x.unmeasured.label, "-", "not measured", "-", ""])
     return out
