@@ -20,7 +20,6 @@ HOSTILE = [
 
 class _Bench:
     name = ""
-    aggregate_failed = False
     interval_cluster: str | None = None
 
     def aggregate(self, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -29,6 +28,7 @@ class _Bench:
 
 class _MMLU(_Bench):
     interval_cluster = "subject"
+
     def aggregate(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         from scorecheck.benchmarks.mmlu import subject_averages
 

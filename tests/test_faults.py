@@ -150,14 +150,19 @@ def test_http_400_is_graded_as_the_empty_answer(stub, tmp_path):
     stub.control(script=["ok", "400"], default="ok")
     out = tmp_path / "run"
     r = run(stub.base_url, out)
-    assert r.code == 0, r.err
+    assert r.code == 1, r.err  # 1 of 6 is more than 1% of the cell: flagged, non-zero exit
+    assert "mmlu: HTTP 400 for 1 of 6 samples" in r.err
     res = results(out)
     assert res["n"] == LIMIT  # graded, not left out
+    assert res["http_400_items"] and len(res["warnings"]) == 1 and not res["incomplete"]
+    assert "HTTP 400 for 1 of 6" in (out / "summary.md").read_text()
     assert res["counts"]["http_400"] == 1 and res["counts"]["unparsed"] == 1 and res["counts"]["failed"] == 0
     [rec] = [s for s in samples(out) if s["status"] == "http_400"]
     assert rec["score"] == 0 and rec["response"] == "" and rec["extracted"] is None and rec["flags"]["unparsed"]
     assert stub.stats()["total"] == 1 + LIMIT  # not retried
     assert query(out, "SELECT attempts, error FROM requests WHERE status = 'http_400'")[0][0] == 1
+    assert run(stub.base_url, out).code == 1  # the session ran to its end: its 400 is final, not sent again
+    assert stub.stats()["total"] == 2 + LIMIT  # and the rerun's preflight only
 
 
 def test_preflight_model_not_listed(stub, tmp_path):
@@ -197,6 +202,14 @@ def test_early_abort_keeps_what_finished(stub, tmp_path, fault):
     assert all(s == status for (s,) in rows)
     assert len(samples(out)) == len(rows)
     assert query(out, "SELECT status FROM sessions") == [("aborted",)]
+    # The server is fixed: the rerun sends again what the stopped session got as errors, 400s included (they are
+    # not final in a session that stopped early), and scores them.
+    stub.control(default="ok")
+    r2 = run(stub.base_url, out, "--config", str(cfg), limit=24)
+    assert r2.code == 0, r2.err
+    res = results(out)
+    assert res["n"] == 24 and res["counts"]["http_400"] == 0 and res["counts"]["failed"] == 0
+    assert stub.stats()["total"] == 1 + 24  # the preflight and all 24: the stopped session got only errors
 
 
 def test_api_key_is_sent_and_never_written(stub, tmp_path):

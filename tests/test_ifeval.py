@@ -384,15 +384,19 @@ def test_reference_profile_uses_googles_current_file_and_subsets_like_the_fork()
     assert get_benchmarks(["ifeval"])[0].name == "ifeval"
 
 
-def test_failed_requests_are_graded_empty_and_counted():
+def test_failed_requests_are_left_out_of_the_score():
+    """A transport failure has no answer: IFEval leaves it out like every eval (no longer graded as empty)."""
+    from scorecheck.report import eval_result
+
     item = Item("1", "p", "", {"key": 1, "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]})
     g = grade_text(item, "No commas.", G.REFERENCE)
-    good = {"item_id": "1", "score": g.score, "meta": item.meta, "grade_info": g.info}
+    good = {"item_id": "1", "score": g.score, "meta": item.meta, "grade_info": g.info, "flags": {}}
     failed = {"item_id": "2", "score": None, "meta": item.meta, "grade_info": None, "flags": {"failed": True}}
     s = summarize([good, failed], G.REFERENCE)
-    assert s["n"] == 2 and s["failed_graded_as_empty"] == 1
-    assert s["checkers"]["reference"]["prompt_strict"] == 0.5
-    assert s["score"] == 0.5
+    assert s["n"] == 1 and s["score"] == 1.0 and s["checkers"]["reference"]["prompt_strict"] == 1.0
+    r = eval_result(get_benchmarks(["ifeval"])[0], [good, failed])
+    assert r["n"] == 1 and r["score"] == 1.0 and r["failed_items"] == ["2"] and r["incomplete"]
+    assert r["counts"]["failed"] == 1 and r["n_items"] == 2
 
 
 # -- a small run on the embedded model ---------------------------------------------------------------------------

@@ -44,8 +44,11 @@ def eval_result(bench: Benchmark, records: list[dict[str, Any]]) -> dict[str, An
         "counts": counts,
         "graders": dict(graders),
         "failed_items": [r["item_id"] for r in records if (r.get("flags") or {}).get("failed")],
+        "http_400_items": [r["item_id"] for r in records if (r.get("flags") or {}).get("http_400")],
     }
-    extra = bench.aggregate(records if bench.aggregate_failed else scored)
+    out["incomplete"] = bool(out["failed_items"])
+    out["warnings"] = [w for w in [http_400_warning(len(out["http_400_items"]), len(records))] if w]
+    extra = bench.aggregate(scored)  # transport failures are never scored, in any eval
     if "micro" in extra:
         extra["micro"] = mean
     out.update(extra)
@@ -57,6 +60,18 @@ def eval_result(bench: Benchmark, records: list[dict[str, Any]]) -> dict[str, An
         if ag is not None:
             out["grader_agreement"] = ag
     return out
+
+
+HTTP_400_FLAG_SHARE = 0.01
+"""A cell whose HTTP 400 answers exceed this share of its samples is flagged and the run exits non-zero."""
+
+
+def http_400_warning(n_400: int, n: int) -> str | None:
+    """The warning for a cell with more HTTP 400s than :data:`HTTP_400_FLAG_SHARE` of its ``n`` samples."""
+    if not n or n_400 <= HTTP_400_FLAG_SHARE * n:
+        return None
+    return (f"HTTP 400 for {n_400} of {n} samples ({n_400 / n:.1%}, more than {HTTP_400_FLAG_SHARE:.0%}): graded by "
+            "the protocol's HTTP-400 rule; check the endpoint's context length and parameters")  # fmt: skip
 
 
 def collect(store: Store, bench: Benchmark, wanted: set[tuple[str, int]] | None) -> list[dict[str, Any]]:
@@ -122,10 +137,21 @@ def summary_markdown(results: Results | dict[str, Any]) -> str:
     methods = [f"{name} {r['ci_method']}" for name, r in results["evals"].items() if r.get("ci_method")]
     if methods:
         lines += ["", "95% intervals: " + "; ".join(methods) + "."]
-    notes = results.get("notes") or []
+    notes = [*(results.get("notes") or []), *cell_warnings(results)]
     if notes:
         lines += ["", *[f"- {n}" for n in notes]]
     return "\n".join(lines) + "\n"
+
+
+def cell_warnings(results: dict[str, Any]) -> list[str]:
+    """One line per doubtful cell: incomplete (failed requests left out) and each eval's ``warnings``."""
+    out = []
+    for name, r in results["evals"].items():
+        if r.get("incomplete"):
+            out.append(f"{name}: incomplete, {len(r.get('failed_items') or [])} sample(s) with no answer after the "
+                       "retries are left out of the score (a rerun retries them)")  # fmt: skip
+        out += [f"{name}: {w}" for w in r.get("warnings") or []]
+    return out
 
 
 TERMINAL_HEADER = ["eval", "score", "95% CI", "n", "unparsed", "trunc", "no tag", "failed", "400"]

@@ -128,16 +128,14 @@ def _execute(cfg: RunConfig, rc: Resolved, store: Store, run_dir: Path, started:
         if failed:
             status = "incomplete"
             shown = ", ".join(f"{n}/{i}" for n, i in failed[:10]) + (" …" if len(failed) > 10 else "")
-            graded_empty = {b.name for b in rc.benchmarks if b.aggregate_failed}  # IFEval grades them as empty
-            as_empty = {n for n, _ in failed if n in graded_empty}
-            how = "left out of the scores" + (f" ({', '.join(sorted(as_empty))}: graded as empty)" if as_empty else "")
-            err.print(f"[red]{len(failed)} request(s) failed after retries, {how}:[/] {shown}."
-                      " Run the same command again to retry exactly these.")  # fmt: skip
-            return 1
-        if judge_failed:
-            return 1
-        status = "done"
-        return 0
+            err.print(f"[red]{len(failed)} request(s) failed after retries, left out of the scores (those cells "
+                      f"are marked incomplete):[/] {shown}. Run the same command again to retry exactly these.")  # fmt: skip
+        flagged = [(name, w) for name, r in results.evals.items() for w in r.warnings]
+        for name, w in flagged:
+            err.print(f"[red]{name}:[/] {w}", highlight=False)
+        if not failed and not judge_failed:
+            status = "done"
+        return 1 if failed or judge_failed or flagged else 0
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM outside the event loop
         status = "interrupted"
         raise (e if isinstance(e, StopRequested) else StopRequested(signal.SIGINT)) from None

@@ -52,6 +52,9 @@ CREATE TABLE IF NOT EXISTS samples (
     record TEXT, session TEXT, PRIMARY KEY (eval, item_id, sample_index));
 """
 
+FINAL_400_SESSIONS = ("done", "incomplete")
+"""Session statuses whose HTTP 400 answers are final (the session ran to its end)."""
+
 REQUEST_COLS = (
     "key", "eval", "item_id", "sample_index", "status", "request", "response", "content", "reasoning",
     "finish_reason", "prompt_tokens", "completion_tokens", "latency", "attempts", "error", "endpoint",
@@ -228,8 +231,14 @@ class Store:
         return dict(zip(REQUEST_COLS, row, strict=True)) if row else None
 
     def finished_requests(self) -> dict[str, str]:
-        """key -> status for requests that will not be sent again (ok and HTTP 400)."""
-        cur = self.db.execute("SELECT key, status FROM requests WHERE status IN ('ok', 'http_400')")
+        """key -> status for requests that will not be sent again: answers, and HTTP 400s of sessions that ran to
+        their end (``done`` or ``incomplete``). A 400 from a session that stopped early (an early abort, the circuit
+        breaker, a signal, a kill) is sent again: a 400 storm from a misconfigured server must not become final
+        empty answers once the server is fixed."""
+        cur = self.db.execute(
+            "SELECT r.key, r.status FROM requests r LEFT JOIN sessions s ON r.session = s.id WHERE r.status = 'ok' "
+            f"OR (r.status = 'http_400' AND s.status IN ({', '.join(repr(x) for x in FINAL_400_SESSIONS)}))"
+        )
         return dict(cur.fetchall())
 
     def answer_lengths(self) -> dict[str, tuple[int, float, int]]:

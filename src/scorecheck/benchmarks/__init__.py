@@ -54,9 +54,6 @@ class Benchmark:
     interval_cluster: str | None = None
     """The ``meta`` key of items that are not independent for the headline's interval (MMLU: its subject); None: an
     item's samples (its repeats) are the cluster."""
-    aggregate_failed: bool = False
-    """``aggregate`` receives every record, failed requests included (``score`` None), instead of graded ones only:
-    for evals that grade a failed request as the empty response rather than leave it out (IFEval)."""
 
     def __init__(self, spec: EvalProtocol | None = None) -> None:
         self.spec: EvalProtocol = spec or DEFAULT_PROFILE.evals[self.name]

@@ -15,8 +15,10 @@ instruction-strict, prompt-loose and instruction-loose under the protocol's chec
 the seed's README choice, not something the fork computes); results.json holds both checkers' four numbers and means,
 how many prompts they grade differently, and per-instruction-type scores. A sample's own ``score`` is its
 prompt-strict result under the profile's checker.
-Failed requests (after retries) are graded as empty responses and counted (the fork dropped them, and its evaluator
-then failed); a rerun still retries them. HTTP 400 answers are empty responses, as for every eval.
+Failed requests (no answer after the retries) are left out of the score, counted and listed, as in every eval (the
+fork dropped them from generation, and its evaluator then failed; an earlier scorecheck rule graded them as empty
+responses: ../shared/PROTOCOL.md now says to leave them out); a rerun retries them. HTTP 400 answers follow the
+protocol's HTTP-400 rule (under glaive-2024 the empty response), as for every eval.
 Subsets: the fork cannot subset IFEval; ``--limit n`` uses ``random.Random(0).sample(examples, n)``.
 """
 
@@ -95,7 +97,6 @@ class IFEval(Benchmark):
     data_keys = ("ifeval", "ifeval_glaive")
     description = "IFEval (541 prompts, 25 instruction types), strict and loose, reference and glaive-2024 checkers"
     prompt_template = "{prompt}"
-    aggregate_failed = True
 
     @property
     def checker(self) -> str:
@@ -125,10 +126,6 @@ def _results_of(rec: dict[str, Any]) -> dict[str, checks.PromptResult] | None:
     return {c: checks.PromptResult(list(v["strict"]), list(v["loose"])) for c, v in info["checkers"].items()}
 
 
-def _empty(n: int) -> checks.PromptResult:
-    return checks.PromptResult([False] * n, [False] * n)
-
-
 def _ci95(results: Sequence[checks.PromptResult]) -> list[float] | None:
     """Normal interval of the mean of the four numbers, written as a mean over prompts of
     z_i = (ps_i + pl_i + P * (is_i + il_i) / I) / 4 (P prompts, I instructions, is_i/il_i the prompt's followed
@@ -149,13 +146,11 @@ def summarize(records: Sequence[dict[str, Any]], checker: str) -> dict[str, Any]
     per: dict[str, list[checks.PromptResult]] = {c: [] for c in checks.CHECKERS}
     ids_per_prompt: list[list[str]] = []
     item_ids: list[str] = []
-    failed = 0
     for rec in records:
         ids = list((rec.get("meta") or {}).get("instruction_id_list") or [])
         got = _results_of(rec)
-        if got is None:
-            failed += 1
-            got = {c: _empty(len(ids)) for c in checks.CHECKERS}
+        if got is None:  # a failed request has no answer: never scored (report.eval_result passes graded ones)
+            continue
         for c in checks.CHECKERS:
             per[c].append(got[c])
         ids_per_prompt.append(ids)
@@ -200,7 +195,7 @@ def summarize(records: Sequence[dict[str, Any]], checker: str) -> dict[str, Any]
         entry.setdefault(c, {})[mode] = k / n
 
     head = by_checker[checker]
-    n_prompts, n_instr = len(records), sum(len(ids) for ids in ids_per_prompt)
+    n_prompts, n_instr = len(ids_per_prompt), sum(len(ids) for ids in ids_per_prompt)
     metrics = {}
     for mode in ("strict", "loose"):
         metrics[f"prompt_{mode}"] = {"value": head[f"prompt_{mode}"], "correct": head["prompts_followed"][mode],
@@ -222,7 +217,6 @@ def summarize(records: Sequence[dict[str, Any]], checker: str) -> dict[str, Any]
         "instruction_loose": head["instruction_loose"],
         "checkers": by_checker,
         "checker_difference": difference,
-        "failed_graded_as_empty": failed,
         "per_instruction": per_type,
         "per_category": per_category,
         "summary_rows": [

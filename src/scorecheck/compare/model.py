@@ -194,8 +194,6 @@ def build_cells(run: Run, eval_name: str) -> list[Cell]:
     for f in ("failed", "http_400"):
         if counts[f]:
             problems.append(f"{counts[f]} {'failed' if f == 'failed' else 'HTTP 400'}")
-    if ev.get("failed_graded_as_empty"):
-        problems.append(f"{ev['failed_graded_as_empty']} failed graded as empty")
     if ev.get("judge_failed_items"):
         problems.append(f"{len(ev['judge_failed_items'])} judge failed")
     dis = _disagreement(ev, run.samples, eval_name)

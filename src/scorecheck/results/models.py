@@ -18,9 +18,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-SCHEMA_VERSION = "1.1.0"
+SCHEMA_VERSION = "1.2.0"
 """1.1: each eval's protocol, forced cross-protocol scoring, the sandbox's isolation mode, config's per-eval
-reasoning and samples, the interval's method."""
+reasoning and samples, the interval's method. 1.2: each eval's ``incomplete``, ``http_400_items`` and ``warnings``."""
 """Bump the minor for an added field, the major for a change an older reader would misread."""
 
 SCHEMA_MAJOR = int(SCHEMA_VERSION.split(".")[0])
@@ -142,6 +142,13 @@ class EvalResult(_Open):
     counts: Counts = Field(default_factory=Counts)
     graders: dict[str, int] = Field(default_factory=dict)
     failed_items: list[str] = Field(default_factory=list)
+    """Samples with no answer after the retries (transport failures): left out of the score in every eval."""
+    incomplete: bool = False
+    """Some samples have no answer (``failed_items``): the score covers the others; a rerun retries them."""
+    http_400_items: list[str] = Field(default_factory=list)
+    """Samples the endpoint rejected with HTTP 400, graded by the protocol's HTTP-400 rule (``http_400_text``)."""
+    warnings: list[str] = Field(default_factory=list)
+    """What makes the cell doubtful, one line each (HTTP 400s above 1% of its samples)."""
     metrics: dict[str, Metric] = Field(default_factory=dict)
     judge_failed_items: list[str] | None = None
     grader_agreement: dict[str, Any] | None = None
