@@ -13,6 +13,7 @@ import pytest
 from conftest import run_cli
 from scorecheck.benchmarks import Graded, Item, get_benchmarks
 from scorecheck.compare import explain as ex
+from scorecheck.errors import UsageError
 from scorecheck.protocols import get_profile
 from scorecheck.reasoning import parse_format
 from scorecheck.report import eval_result
@@ -269,16 +270,17 @@ def test_run_against_a_protocol_cli_outputs_and_the_grader_step(tmp_path: Path) 
 
 def test_against_a_protocol_bad_input_is_one_line_error(tmp_path: Path) -> None:
     a = _graded_run(tmp_path / "a", "simple-evals", "none", {"i0": RIGHT})
-    r = run_cli("explain", str(a), "--protocol", "nope")
-    assert r.code != 0 and "--protocol nope: unknown protocol; known: glaive-2024, reference, simple-evals" in r.err
-    r = run_cli("explain", str(a), str(a), "--protocol", "reference")
+    r = run_cli("explain", str(a), str(a), "--protocol", "nope")
     assert r.code != 0 and "give RUN_B or --protocol, not both" in r.err
+    assert "Traceback" not in r.err and len(r.err.strip().splitlines()) == 1
     r = run_cli("explain", str(a))
     assert r.code != 0 and "missing RUN_B" in r.err
-    r = run_cli("explain", str(a), "--protocol", "reference")  # reference defines ifeval only
-    assert r.code != 0 and "--protocol reference defines none of the evals asked for (mmlu)" in r.err
-    for res in (r,):
-        assert "Traceback" not in res.err and len(res.err.strip().splitlines()) == 1
+    with pytest.raises(UsageError, match=r"^--protocol nope: unknown protocol; known: glaive-2024, reference, simple"):
+        ex.explain_protocol(a, "nope")
+    with pytest.raises(UsageError, match=r"^--protocol reference defines none of the evals asked for \(mmlu\)"):
+        ex.explain_protocol(a, "reference")  # reference defines ifeval only
+    with pytest.raises(UsageError, match=r"^--eval gsm8k: not in"):
+        ex.explain_protocol(a, "simple-evals", ["gsm8k"])
 
 
 GPT4 = ["--evals", "ifeval", "--responses", "ifeval_gpt4_responses", "--input-data", "ifeval_glaive"]
@@ -303,6 +305,15 @@ def test_gpt4_ifeval_checker_step_reproduces_the_published_gap(tmp_path: Path) -
     assert abs(x["steps_sum"] - x["total"]) < 1e-12 and x["n_common"] == 541
     assert "| grader ifeval-reference -> ifeval-glaive-2024 | 0.841631 | +0.026503 |" in md.read_text()
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the same gap from one grade output against the protocol it was not graded under
+    r = run_cli("explain", str(gl), "--protocol", "reference", "--json", str(js))
+    assert r.code == 0, r.err
+    (x,) = json.loads(js.read_text())["evals"]
+    steps = {s["name"]: s for s in x["steps"]}
+    assert (x["score_a"], x["score_b"]) == (pytest.approx(0.841631, abs=5e-7), pytest.approx(0.815128, abs=5e-7))
+    assert steps["grader"]["diff"] == pytest.approx(-0.026503, abs=1e-6) and steps["grader"]["changed"] == 18
+    assert x["unmeasured"]["request_fields"] == {"user prompt": 1}  # 2785: the fork's copy of the prompt differs
+    assert any("user prompt only" in n for n in x["notes"]) and x["missing"] == []
 
 
 def test_embedded_two_system_prompts_waterfall_sums(cli, embedded, tmp_path: Path) -> None:

@@ -162,17 +162,23 @@ def _side(run: Run, eval_name: str) -> _Side:
     return _Side(run, bench, fmt, judge, recs, protocol)
 
 
-def _protocol_side(a: _Side, eval_name: str, protocol: str) -> tuple[_Side, list[Key]]:
+def _protocol_side(a: _Side, eval_name: str, protocol: str) -> tuple[_Side, list[Key], list[str]]:
     """Side B as protocol ``protocol`` would grade A's run: P's benchmark, reasoning split (with the run's system
     prompt), the samples P draws that the run has, each graded with crossgrade's item (``--force-scoring``). Also the
-    samples P draws that the run lacks."""
+    samples P draws that the run lacks, and notes."""
+    notes = []
     described = {**a.run.results["config"], "evals": [eval_name], "protocol": a.protocol}
-    own = Resolved(config_from_run(described, {}))
+    graded_only = (a.run.record.source or {}).get("command") == "grade"
+    if graded_only:  # graded responses: no system prompt or sampling recorded (the requests were not scorecheck's)
+        described["system_prompt"] = {"name": "none"}
+        notes.append(f"{eval_name}: {a.run.label} is a `scorecheck grade` output: its system prompt and sampling are "
+                     f"not recorded, so its requests are compared with {protocol}'s on the user prompt only")  # fmt: skip
     described.pop("samples", None)  # P's own draws (repeats, samples per item), at the run's --limit
     target = Resolved(config_from_run(crossgrade.retarget(described, protocol), {}))
     bench = target.benchmarks[0]
     items, _ = bench.load(target.cfg.limit)
-    sampling = dict(a.run.record.config.sampling)
+    own = target if graded_only else Resolved(config_from_run(described, {}))
+    sampling = target.sampling() if graded_only else dict(a.run.record.config.sampling)
     answered = {k: r for k, r in a.records.items() if r.get("score") is not None}
     sent = [(r, {"messages": own.messages(r.get("prompt") or "", a.bench), **sampling}) for r in answered.values()]
     plan = crossgrade.plan_eval(target, bench, items, sent, force=True)
@@ -180,7 +186,7 @@ def _protocol_side(a: _Side, eval_name: str, protocol: str) -> tuple[_Side, list
     recs = {k: r for k in wanted if (r := answered.get(k)) is not None}
     missing = [k for k in wanted if k not in answered]
     side = _Side(a.run, bench, target.reasoning_for(bench), False, recs, protocol, plan.selection(), plan)
-    return side, missing
+    return side, missing, notes
 
 
 def _unmeasured(a: _Side, b: _Side, common: list[Key]) -> Unmeasured:
@@ -282,17 +288,18 @@ def explain_protocol_eval(run: Run, eval_name: str, protocol: str,
                           resamples: int = DEFAULT_RESAMPLES) -> Explanation:  # fmt: skip
     """The run's score -> its stored responses graded as ``protocol`` grades them; the rest, unmeasured."""
     a = _side(run, eval_name)
-    b, missing = _protocol_side(a, eval_name, protocol)
-    return _explain(a, b, eval_name, resamples, missing)
+    b, missing, notes = _protocol_side(a, eval_name, protocol)
+    return _explain(a, b, eval_name, resamples, missing, notes)
 
 
-def _explain(a: _Side, b: _Side, eval_name: str, resamples: int, missing: list[Key] | None = None) -> Explanation:
+def _explain(a: _Side, b: _Side, eval_name: str, resamples: int, missing: list[Key] | None = None,
+             notes: list[str] | None = None) -> Explanation:  # fmt: skip
     """The one path of both modes: side B is another run (its stored grades end the waterfall) or a protocol
     (``b.plan`` set: the waterfall ends at the grader step, the remainder is named, not measured)."""
     run_a, run_b = a.run, b.run
     against = b.plan is not None
     label_b = f"{run_a.label} graded as {b.protocol}" if against else run_b.label
-    notes: list[str] = []
+    notes = list(notes or [])
     ok_a = {k: r for k, r in a.records.items() if r.get("score") is not None}
     ok_b = {k: r for k, r in b.records.items() if r.get("score") is not None}
     common = sorted(set(ok_a) & set(ok_b))
