@@ -194,13 +194,11 @@ def _unmeasured(a: _Side, b: _Side, common: list[Key]) -> Unmeasured:
     own, other = get_profile(a.protocol), get_profile(b.protocol)
     fa, fb = eval_fields(own, a.bench.spec), eval_fields(other, b.bench.spec)
     fields = [f for f in REQUEST_FIELDS if fa[f] != fb[f]]
-    differ = {k: [f for f in v if not f.startswith(("item ", "sample "))] for k, v in b.plan.differ.items()
-              if k in set(common)}  # fmt: skip
-    differ = {k: v for k, v in differ.items() if v}
-    counts: dict[str, int] = {}
-    for v in differ.values():
-        for f in v:
-            counts[f] = counts.get(f, 0) + 1
+    graded = set(common)
+    # the request fields only: a sample outside P's items or draws is the items step's, not the remainder's
+    request = {k: [f for f in v if not f.startswith(("item ", "sample "))] for k, v in b.plan.differ.items()}
+    differ = {k: v for k, v in request.items() if v and k in graded}
+    counts = crossgrade.EvalPlan(differ=differ).field_counts()
     if fields or differ:
         named = ", ".join(fields or sorted(counts))
         label = f"not measured: needs a run under {b.protocol} (prompts, sampling, system prompt differ: {named})"
