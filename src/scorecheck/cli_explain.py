@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
         run_a: Annotated[Path, typer.Argument(metavar="RUN_A", help="A run or `scorecheck grade` output directory.")],
         run_b: Annotated[
             Optional[Path],
-            typer.Argument(metavar="[RUN_B]", help="The run whose score the waterfall ends at (or give --protocol)."),
+            typer.Argument(metavar="RUN_B", help="The run whose score the waterfall ends at (or give --protocol)."),
         ] = None,
         protocol: Annotated[
             Optional[str],
