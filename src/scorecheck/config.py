@@ -190,6 +190,22 @@ def build(file_values: dict[str, Any], overrides: dict[str, Any], origin: str = 
         raise UsageError(_one_line(e, origin, set(given) if from_flags is None else from_flags)) from None
 
 
+GRADING_KEYS = ("grader", "score_by", "judge_url", "judge_model", "judge_api_key_env", "judge_max_tokens")
+
+
+def config_from_run(described: dict[str, Any], overrides: dict[str, Any]) -> RunConfig:
+    """The RunConfig of a finished run, from the ``config.json`` it recorded, with grading options overridden."""
+    d = {k: v for k, v in described.items() if k in RunConfig.model_fields}
+    sp = described.get("system_prompt")
+    if isinstance(sp, dict):  # recorded as {name, sha256, text}
+        name = sp.get("name")
+        d["system_prompt"] = None if name == "none" else (f"text:{sp.get('text')}" if ":" in str(name) or
+                                                           name == "literal" else name)  # fmt: skip
+    for k in GRADING_KEYS:  # the regrade's grading comes from its own options, not the run's
+        d.pop(k, None)
+    return build(d, overrides, origin="regrade")
+
+
 class Resolved:
     """A RunConfig with the profile applied: what requests will actually carry."""
 

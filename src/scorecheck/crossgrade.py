@@ -11,15 +11,16 @@ This is what separates "the model answered differently" from "the harness scored
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
 
-from scorecheck.benchmarks import Item
+from scorecheck.benchmarks import Benchmark, Item
 from scorecheck.config import Resolved
 from scorecheck.errors import UsageError
-from scorecheck.protocols import PROFILES
+from scorecheck.protocols import PROFILES, Profile
 from scorecheck.store import Store
 
 Key = tuple[str, int]
@@ -56,12 +57,17 @@ class EvalPlan:
         }
 
 
+def target_profile(protocol: str) -> Profile:
+    """``--protocol P``'s profile; an unknown name is a one-line error naming the flag and the known ones."""
+    if protocol not in PROFILES:
+        raise UsageError(f"--protocol {protocol}: unknown protocol; known: {', '.join(sorted(PROFILES))}")
+    return PROFILES[protocol]
+
+
 def retarget(described: dict[str, Any], protocol: str) -> dict[str, Any]:
     """A run's recorded configuration as it reads under ``protocol``: P's reasoning default, the run's system prompt
     kept (by name where P has that name, else as its literal text), only the evals P defines."""
-    profile = PROFILES[protocol] if protocol in PROFILES else None
-    if profile is None:
-        raise UsageError(f"--protocol {protocol}: unknown protocol; known: {', '.join(sorted(PROFILES))}")
+    profile = target_profile(protocol)
     d = dict(described)
     d["protocol"] = protocol
     d.pop("reasoning", None)
@@ -99,33 +105,44 @@ def _fields(sent: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
 
 def plan(rc: Resolved, items: dict[str, list[Item]], store: Store, force: bool) -> dict[str, EvalPlan]:
     """Per eval of ``rc`` (P's), which stored samples P can regrade as they are, and why the others cannot."""
-    sampling = rc.sampling()
     plans: dict[str, EvalPlan] = {}
     for b in rc.benchmarks:
-        p = plans[b.name] = EvalPlan()
-        by_id = {it.id: it for it in items[b.name]}
-        drawn = rc.samples_for(b)
+        sent = []
         for rec in store.iter_samples(b.name):
-            key = (str(rec["item_id"]), int(rec["sample_index"]))
             row = store.get_request(rec["request_key"]) if rec.get("request_key") else None
             if row is None or row["status"] not in ("ok", "http_400"):
                 continue  # a failed request: nothing to grade under any protocol
-            item = by_id.get(key[0])
-            if item is None:
-                fields = [f"item (not in {rc.profile.name}'s data)"]
-            else:
-                wanted = {"messages": rc.messages(item.prompt, b), **sampling}
-                fields = _fields(json.loads(row["request"]), wanted)
-                if key[1] >= drawn:
-                    fields.append(f"sample {key[1]} ({rc.profile.name} draws {drawn})")
-            if not fields:
-                assert item is not None
-                p.regradable[key] = item
-                continue
-            p.differ[key] = fields
-            if force:
-                p.forced[key] = Item(key[0], rec.get("prompt") or "", rec.get("gold") or "", rec.get("meta") or {})
+            sent.append((rec, json.loads(row["request"])))
+        plans[b.name] = plan_eval(rc, b, items[b.name], sent, force)
     return plans
+
+
+def plan_eval(rc: Resolved, bench: Benchmark, items: list[Item],
+              sent: Iterable[tuple[dict[str, Any], dict[str, Any]]], force: bool) -> EvalPlan:  # fmt: skip
+    """One eval's plan from its answered samples, each with the request body it was sent with (from the store, or
+    as the run's recorded configuration rebuilds it where there is no store)."""
+    p = EvalPlan()
+    by_id = {it.id: it for it in items}
+    drawn = rc.samples_for(bench)
+    sampling = rc.sampling()
+    for rec, body in sent:
+        key = (str(rec["item_id"]), int(rec.get("sample_index") or 0))
+        item = by_id.get(key[0])
+        if item is None:
+            fields = [f"item (not in {rc.profile.name}'s data)"]
+        else:
+            wanted = {"messages": rc.messages(item.prompt, bench), **sampling}
+            fields = _fields(body, wanted)
+            if key[1] >= drawn:
+                fields.append(f"sample {key[1]} ({rc.profile.name} draws {drawn})")
+        if not fields:
+            assert item is not None
+            p.regradable[key] = item
+            continue
+        p.differ[key] = fields
+        if force:
+            p.forced[key] = Item(key[0], rec.get("prompt") or "", rec.get("gold") or "", rec.get("meta") or {})
+    return p
 
 
 def refusal(protocol: str, plans: dict[str, EvalPlan]) -> str:

@@ -20,7 +20,7 @@ from rich.console import Console
 from scorecheck import crossgrade, sandbox
 from scorecheck.benchmarks import Benchmark
 from scorecheck.client import EndpointState
-from scorecheck.config import Resolved, RunConfig
+from scorecheck.config import Resolved, RunConfig, config_from_run
 from scorecheck.errors import RunAborted, StoreError, UsageError
 from scorecheck.report import collect, eval_result, print_table, sha256_text, write_outputs
 from scorecheck.results import (
@@ -469,24 +469,6 @@ def eval_protocol_record(rc: Resolved, bench: Benchmark) -> dict[str, Any]:
 
 
 # -- scorecheck regrade ----------------------------------------------------------------------------------------------
-GRADING_KEYS = ("grader", "score_by", "judge_url", "judge_model", "judge_api_key_env", "judge_max_tokens")
-
-
-def config_from_run(described: dict[str, Any], overrides: dict[str, Any]) -> RunConfig:
-    """The RunConfig of a finished run, from the ``config.json`` it recorded, with grading options overridden."""
-    d = {k: v for k, v in described.items() if k in RunConfig.model_fields}
-    sp = described.get("system_prompt")
-    if isinstance(sp, dict):  # recorded as {name, sha256, text}
-        name = sp.get("name")
-        d["system_prompt"] = None if name == "none" else (f"text:{sp.get('text')}" if ":" in str(name) or
-                                                           name == "literal" else name)  # fmt: skip
-    for k in GRADING_KEYS:  # the regrade's grading comes from its own options, not the run's
-        d.pop(k, None)
-    from scorecheck.config import build
-
-    return build(d, overrides, origin="regrade")
-
-
 def _score(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 

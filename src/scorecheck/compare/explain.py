@@ -26,17 +26,22 @@ from typing import Any
 
 import numpy as np
 
+from scorecheck import crossgrade
 from scorecheck.benchmarks import Benchmark, Graded, Item, get_benchmarks
 from scorecheck.compare.model import Run, load_run
 from scorecheck.compare.paired import DEFAULT_RESAMPLES, paired_test
 from scorecheck.compare.plot import save_png
+from scorecheck.config import Resolved, config_from_run
 from scorecheck.errors import UsageError
 from scorecheck.protocols import get_profile
+from scorecheck.protocols.diff import eval_fields
 from scorecheck.reasoning import ReasoningFormat, parse_format
 
 Key = tuple[str, int]
 REMAINDER = "remainder: new requests only"
 REMAINDER_NOTE = "only new requests explain it (prompts, system prompt, sampling: the model answered differently)"
+REQUEST_FIELDS = ("user prompt", "system prompts", "sampling")
+"""The protocol fields (``protocols diff``) that change the request itself: what only a run under P measures."""
 
 
 @dataclass
@@ -65,6 +70,20 @@ class Step:
 
 
 @dataclass
+class Unmeasured:
+    """What stays unexplained against a protocol: the requests P would send differ, so only a run under P says what
+    the model answers; the fields are named, no number is given."""
+
+    label: str
+    fields: list[str]
+    """Request fields the two protocols' objects differ in (``scorecheck protocols diff``)."""
+    samples_differ: int
+    """Samples whose request P would not have sent byte for byte (crossgrade's plan)."""
+    request_fields: dict[str, int]
+    """Per request field: in how many of those samples it differs."""
+
+
+@dataclass
 class Explanation:
     eval: str
     a: str
@@ -77,6 +96,13 @@ class Explanation:
     sides: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per run: protocol, reasoning format, extraction, grader, items, samples."""
     notes: list[str] = field(default_factory=list)
+    mode: str = "runs"
+    """``runs``: A -> B, two runs; ``protocol``: one run -> its stored responses graded as ``protocol`` grades."""
+    protocol: str | None = None
+    unmeasured: Unmeasured | None = None
+    """``protocol`` mode: the remainder no stored response measures (never a number)."""
+    missing: list[str] = field(default_factory=list)
+    """``protocol`` mode: the samples P draws that the run has no graded answer for (``item#sample``)."""
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -92,6 +118,10 @@ class _Side:
     judge: bool
     records: dict[Key, dict[str, Any]]
     protocol: str
+    items: dict[Key, Item] | None = None
+    """Protocol side: the item each sample is graded with (crossgrade's plan: P's where P sends the same request,
+    else the run's own, forced); None: each record's own."""
+    plan: crossgrade.EvalPlan | None = None
 
     @property
     def checker(self) -> str | None:
@@ -130,6 +160,51 @@ def _side(run: Run, eval_name: str) -> _Side:
                                                                run.record.config.system_prompt.name)  # fmt: skip
     judge = any(str(s.get("grader") or "").startswith("judge") for s in recs.values())
     return _Side(run, bench, fmt, judge, recs, protocol)
+
+
+def _protocol_side(a: _Side, eval_name: str, protocol: str) -> tuple[_Side, list[Key], list[str]]:
+    """Side B as protocol ``protocol`` would grade A's run: P's benchmark, reasoning split (with the run's system
+    prompt), the samples P draws that the run has, each graded with crossgrade's item (``--force-scoring``). Also the
+    samples P draws that the run lacks, and notes."""
+    notes = []
+    described = {**a.run.results["config"], "evals": [eval_name], "protocol": a.protocol}
+    graded_only = (a.run.record.source or {}).get("command") == "grade"
+    if graded_only:  # graded responses: no system prompt or sampling recorded (the requests were not scorecheck's)
+        described["system_prompt"] = {"name": "none"}
+        notes.append(f"{eval_name}: {a.run.label} is a `scorecheck grade` output: its system prompt and sampling are "
+                     f"not recorded, so its requests are compared with {protocol}'s on the user prompt only")  # fmt: skip
+    described.pop("samples", None)  # P's own draws (repeats, samples per item), at the run's --limit
+    target = Resolved(config_from_run(crossgrade.retarget(described, protocol), {}))
+    bench = target.benchmarks[0]
+    items, _ = bench.load(target.cfg.limit)
+    own = target if graded_only else Resolved(config_from_run(described, {}))
+    sampling = target.sampling() if graded_only else dict(a.run.record.config.sampling)
+    answered = {k: r for k, r in a.records.items() if r.get("score") is not None}
+    sent = [(r, {"messages": own.messages(r.get("prompt") or "", a.bench), **sampling}) for r in answered.values()]
+    plan = crossgrade.plan_eval(target, bench, items, sent, force=True)
+    wanted = [(it.id, s) for it in items for s in range(target.samples_for(bench))]
+    recs = {k: r for k in wanted if (r := answered.get(k)) is not None}
+    missing = [k for k in wanted if k not in answered]
+    side = _Side(a.run, bench, target.reasoning_for(bench), False, recs, protocol, plan.selection(), plan)
+    return side, missing, notes
+
+
+def _unmeasured(a: _Side, b: _Side, common: list[Key]) -> Unmeasured:
+    assert b.plan is not None
+    own, other = get_profile(a.protocol), get_profile(b.protocol)
+    fa, fb = eval_fields(own, a.bench.spec), eval_fields(other, b.bench.spec)
+    fields = [f for f in REQUEST_FIELDS if fa[f] != fb[f]]
+    graded = set(common)
+    # the request fields only: a sample outside P's items or draws is the items step's, not the remainder's
+    request = {k: [f for f in v if not f.startswith(("item ", "sample "))] for k, v in b.plan.differ.items()}
+    differ = {k: v for k, v in request.items() if v and k in graded}
+    counts = crossgrade.EvalPlan(differ=differ).field_counts()
+    if fields or differ:
+        named = ", ".join(fields or sorted(counts))
+        label = f"not measured: needs a run under {b.protocol} (prompts, sampling, system prompt differ: {named})"
+    else:
+        label = f"nothing left to measure: {b.protocol} would have sent the run's requests byte for byte"
+    return Unmeasured(label, fields, len(differ), dict(sorted(counts.items())))
 
 
 def _stored(rec: dict[str, Any]) -> Value:
@@ -204,16 +279,32 @@ def _subset_step(name: str, label: str, full: dict[str, float], sub: dict[str, f
 
 
 def explain_eval(run_a: Run, run_b: Run, eval_name: str, resamples: int = DEFAULT_RESAMPLES) -> Explanation:
-    a, b = _side(run_a, eval_name), _side(run_b, eval_name)
-    notes: list[str] = []
+    return _explain(_side(run_a, eval_name), _side(run_b, eval_name), eval_name, resamples)
+
+
+def explain_protocol_eval(run: Run, eval_name: str, protocol: str,
+                          resamples: int = DEFAULT_RESAMPLES) -> Explanation:  # fmt: skip
+    """The run's score -> its stored responses graded as ``protocol`` grades them; the rest, unmeasured."""
+    a = _side(run, eval_name)
+    b, missing, notes = _protocol_side(a, eval_name, protocol)
+    return _explain(a, b, eval_name, resamples, missing, notes)
+
+
+def _explain(a: _Side, b: _Side, eval_name: str, resamples: int, missing: list[Key] | None = None,
+             notes: list[str] | None = None) -> Explanation:  # fmt: skip
+    """The one path of both modes: side B is another run (its stored grades end the waterfall) or a protocol
+    (``b.plan`` set: the waterfall ends at the grader step, the remainder is named, not measured)."""
+    run_a, run_b = a.run, b.run
+    against = b.plan is not None
+    label_b = f"{run_a.label} graded as {b.protocol}" if against else run_b.label
+    notes = list(notes or [])
     ok_a = {k: r for k, r in a.records.items() if r.get("score") is not None}
     ok_b = {k: r for k, r in b.records.items() if r.get("score") is not None}
     common = sorted(set(ok_a) & set(ok_b))
     if not common:
-        raise UsageError(f"{eval_name}: {run_a.label} and {run_b.label} graded no sample in common "
+        raise UsageError(f"{eval_name}: {run_a.label} and {label_b} graded no sample in common "
                          "(item ids and sample indices must match): nothing to explain")  # fmt: skip
     full_a = item_values({k: _stored(r) for k, r in ok_a.items()}, eval_name, a.checker)
-    full_b = item_values({k: _stored(r) for k, r in ok_b.items()}, eval_name, b.checker)
 
     # Stage 0: A's stored grades on the common samples; then one change at a time.
     s0 = {k: _stored(ok_a[k]) for k in common}
@@ -226,7 +317,8 @@ def explain_eval(run_a: Run, run_b: Run, eval_name: str, resamples: int = DEFAUL
     a_judge_kept = 0
     for k in common:
         rec = ok_a[k]
-        item = Item(k[0], rec.get("prompt") or "", rec.get("gold") or "", rec.get("meta") or {})
+        item = b.items[k] if b.items is not None else None
+        item = item or Item(k[0], rec.get("prompt") or "", rec.get("gold") or "", rec.get("meta") or {})
         text_a, ext_a = rec.get("answer_text") or "", rec.get("extracted")
         # (b) B's reasoning split of A's response
         if same_fmt or rec.get("response") is None:
@@ -258,12 +350,10 @@ def explain_eval(run_a: Run, run_b: Run, eval_name: str, resamples: int = DEFAUL
             s3[k] = Value(float(all(checkers2[b.checker]["strict"])), checkers2)
         else:
             s3[k] = _graded(grade(b.bench, item, ext2))
-    s4 = {k: _stored(ok_b[k]) for k in common}
     v0 = item_values(s0, eval_name, a.checker)
     v1 = item_values(s1, eval_name, a.checker)
     v2 = item_values(s2, eval_name, a.checker)
     v3 = item_values(s3, eval_name, b.checker)
-    v4 = item_values(s4, eval_name, b.checker)
     grader_note = ""
     if b.judge and not same_grader:
         grader_note = "B's grader is an LLM judge: not recomputed (no request is made); its effect is in the remainder"
@@ -271,13 +361,10 @@ def explain_eval(run_a: Run, run_b: Run, eval_name: str, resamples: int = DEFAUL
     if a_judge_kept:
         notes.append(f"{eval_name}: A was graded by an LLM judge: {a_judge_kept} sample(s) whose answer B's reasoning "
                      "split or extraction changes keep A's stored grade; their change is in the remainder")  # fmt: skip
-    fields = _request_differences(a, b, common)
-    if run_a.record.model != run_b.record.model:
-        fields.append(f"model ({run_a.record.model} vs {run_b.record.model})")
+    items_a = (f"items: {b.protocol}'s subset and repeats that {run_a.label} has" if against
+               else f"items: {run_a.label} on the common samples")  # fmt: skip
     steps = [
-        _subset_step(
-            "items_a", f"items: {run_a.label} on the common samples", full_a, v0, True, resamples
-        ),  # fmt: skip
+        _subset_step("items_a", items_a, full_a, v0, True, resamples),
         _paired_step("reasoning", f"reasoning split {a.fmt} -> {b.fmt}", eval_name, v0, v1, resamples),
         _paired_step(
             "extraction",
@@ -288,26 +375,37 @@ def explain_eval(run_a: Run, run_b: Run, eval_name: str, resamples: int = DEFAUL
             resamples,
         ),  # fmt: skip
         _paired_step("grader", f"grader {_grader(a)} -> {_grader(b)}", eval_name, v2, v3, resamples, grader_note),
-        _paired_step(
-            "remainder",
-            REMAINDER + (" (and the LLM judge)" if grader_note or a_judge_kept else ""),
-            eval_name,
-            v3,
-            v4,
-            resamples,
-            REMAINDER_NOTE
-            + ("; differs: " + ", ".join(fields) if fields else "; no prompt or sampling difference recorded"),
-        ),  # fmt: skip
-        _subset_step("items_b", f"items: {run_b.label}'s other samples", full_b, v4, False, resamples),  # fmt: skip
     ]
-    score_a, score_b = _mean(full_a), _mean(full_b)
-    for run, v in ((run_a, score_a), (run_b, score_b)):
+    unmeasured = None
+    if against:
+        unmeasured = _unmeasured(a, b, common)
+        score_b = _mean(v3)
+        if missing:
+            shown = ", ".join(i + (f"#{s}" if s else "") for i, s in missing[:10]) + (" …" if len(missing) > 10 else "")
+            notes.append(f"{eval_name}: {b.protocol} draws {len(missing)} sample(s) {run_a.label} has no graded answer "
+                         f"for (not invented; only a run under {b.protocol} has them): {shown}")  # fmt: skip
+    else:
+        full_b = item_values({k: _stored(r) for k, r in ok_b.items()}, eval_name, b.checker)
+        v4 = item_values({k: _stored(ok_b[k]) for k in common}, eval_name, b.checker)
+        fields = _request_differences(a, b, common)
+        if run_a.record.model != run_b.record.model:
+            fields.append(f"model ({run_a.record.model} vs {run_b.record.model})")
+        remainder_note = REMAINDER_NOTE + ("; differs: " + ", ".join(fields) if fields
+                                           else "; no prompt or sampling difference recorded")  # fmt: skip
+        remainder = REMAINDER + (" (and the LLM judge)" if grader_note or a_judge_kept else "")
+        steps.append(_paired_step("remainder", remainder, eval_name, v3, v4, resamples, remainder_note))
+        steps.append(_subset_step("items_b", f"items: {run_b.label}'s other samples", full_b, v4, False, resamples))
+        score_b = _mean(full_b)
+    score_a = _mean(full_a)
+    for run, v in ((run_a, score_a), *(() if against else ((run_b, score_b),))):
         recorded_score = run.record.evals[eval_name].score
         if recorded_score is not None and abs(recorded_score - v) > 1e-9:
             notes.append(f"{eval_name}: {run.label}'s recorded score {recorded_score:.6f} is not the mean of its "
                          f"per-item values {v:.6f}; the waterfall explains the latter")  # fmt: skip
-    return Explanation(eval_name, run_a.label, run_b.label, score_a, score_b, score_b - score_a, len(common), steps,
-                       {"a": a.describe(), "b": b.describe()}, notes)  # fmt: skip
+    return Explanation(eval_name, run_a.label, label_b, score_a, score_b, score_b - score_a, len(common), steps,
+                       {"a": a.describe(), "b": b.describe()}, notes, "protocol" if against else "runs",
+                       b.protocol if against else None, unmeasured,
+                       [i + (f"#{s}" if s else "") for i, s in missing or []])  # fmt: skip
 
 
 def _grader(s: _Side) -> str:
@@ -356,6 +454,29 @@ def explain_runs(run_a: Run, run_b: Run, evals: list[str] | None = None,
     return [explain_eval(run_a, run_b, e, resamples) for e in both]
 
 
+def explain_protocol(path: Path, protocol: str, evals: list[str] | None = None, label: str | None = None,
+                     resamples: int = DEFAULT_RESAMPLES) -> tuple[list[Explanation], list[str]]:  # fmt: skip
+    """A waterfall per eval of the run (or each ``--eval``) that ``protocol`` defines, and a line for each eval
+    skipped (``protocol`` does not define it)."""
+    profile = crossgrade.target_profile(protocol)
+    run = load_run(path, label)
+    have = list(run.record.evals)
+    if evals:
+        unknown = [e for e in evals if e not in have]
+        if unknown:
+            raise UsageError(f"--eval {', '.join(unknown)}: not in {run.path}; it has: {', '.join(have) or 'none'}")
+        have = list(evals)
+    if not run.samples:
+        raise UsageError(f"{run.path}: no samples.jsonl: explain needs the stored responses")
+    skipped = [f"{e}: skipped: protocol {protocol} does not define it (it defines {', '.join(profile.evals)})"
+               for e in have if profile.canonical_eval(e) not in profile.evals]  # fmt: skip
+    todo = [e for e in have if profile.canonical_eval(e) in profile.evals]
+    if not todo:
+        raise UsageError(f"--protocol {protocol} defines none of the evals asked for ({', '.join(have)}); it defines "
+                         f"{', '.join(profile.evals)}")  # fmt: skip
+    return [explain_protocol_eval(run, e, protocol, resamples) for e in todo], skipped
+
+
 def _fmt_ci(ci: list[float] | None) -> str:
     return f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "-"
 
@@ -366,7 +487,10 @@ def rows(x: Explanation) -> list[list[str]]:
     for s in x.steps:
         run += s.diff
         out.append([s.label, f"{run:.6f}", f"{s.diff:+.6f}", _fmt_ci(s.ci95), str(s.changed) if s.changed else ""])
-    out.append([f"{x.b} ({x.sides['b']['protocol']})", f"{x.score_b:.6f}", f"{x.total:+.6f}", "total", ""])
+    end = x.b if x.protocol else f"{x.b} ({x.sides['b']['protocol']})"  # protocol mode: "RUN graded as P"
+    out.append([end, f"{x.score_b:.6f}", f"{x.total:+.6f}", "total", ""])
+    if x.unmeasured is not None:
+        out.append([x.unmeasured.label, "-", "not measured", "-", ""])
     return out
 
 
@@ -377,7 +501,7 @@ def markdown(xs: list[Explanation]) -> str:
     parts = ["# Why the two numbers differ", ""]
     for x in xs:
         parts += [f"## {x.eval}: {x.score_a:.6f} -> {x.score_b:.6f} ({x.total:+.6f})", "",
-                  f"{x.n_common} samples in common.", "",
+                  f"{x.n_common} samples {'graded as ' + x.protocol if x.protocol else 'in common'}.", "",
                   "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]  # fmt: skip
         for r in rows(x):
             parts.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
@@ -386,6 +510,8 @@ def markdown(xs: list[Explanation]) -> str:
             if s.note:
                 parts.append(f"- {s.label}: {s.note}")
         parts += [f"- {n}" for n in x.notes]
+        if x.unmeasured is not None:
+            parts.append(f"- {unmeasured_line(x.unmeasured)}")
         parts.append("")
     parts.append(METHOD)
     return "\n".join(parts) + "\n"
@@ -394,6 +520,12 @@ def markdown(xs: list[Explanation]) -> str:
 METHOD = ("Each step is a paired difference on the common samples (exact McNemar for 0/1 values, else a paired "
           "bootstrap; the interval a paired percentile bootstrap); the item steps' intervals are a bootstrap over the "
           "run's items. The steps sum to the total. Computed from the stored responses; no model request was made.")  # fmt: skip
+
+
+def unmeasured_line(u: Unmeasured) -> str:
+    per = ", ".join(f"{f} ({n})" for f, n in u.request_fields.items())
+    return u.label + (f"; the run's requests differ from the protocol's in {u.samples_differ} sample(s): {per}"
+                      if u.samples_differ else "")  # fmt: skip
 
 
 def plot_png(xs: list[Explanation], path: Path | None = None) -> bytes:
@@ -416,10 +548,18 @@ def plot_png(xs: list[Explanation], path: Path | None = None) -> bytes:
         bottoms.append(0.0)
         heights.append(x.score_b)
         colors.append("#4c72b0")
+        if x.unmeasured is not None:  # the remainder against a protocol: named, never drawn as a number
+            labels.append("not measured")
+            bottoms.append(0.0)
+            heights.append(0.0)
+            colors.append("#999999")
         ax.bar(range(len(labels)), heights, bottom=bottoms, color=colors, width=0.6)
+        if x.unmeasured is not None:
+            ax.annotate("needs a run\nunder " + (x.protocol or ""), (len(labels) - 1, x.score_b), ha="center",
+                        va="center", fontsize=8, color="#555555")  # fmt: skip
         for i, s in enumerate(x.steps, start=1):
             ax.annotate(f"{s.diff:+.4f}", (i, bottoms[i] + heights[i]), ha="center", va="bottom", fontsize=8)
-        lo = min(bottoms[1:-1] + [x.score_a, x.score_b])
+        lo = min(bottoms[1 : 1 + len(x.steps)] + [x.score_a, x.score_b])
         hi = max(b + h for b, h in zip(bottoms, heights, strict=True))
         pad = max(0.01, (hi - lo) * 0.3)
         ax.set_ylim(max(0.0, lo - pad), min(1.05, hi + pad) if hi <= 1 else hi + pad)
