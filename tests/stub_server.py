@@ -108,8 +108,15 @@ class StubProtocol(asyncio.Protocol):
                 return self.fault(action)
             payload = {
                 "object": "list",
-                "data": [{"id": st.model, "object": "model", "created": 0, "owned_by": "stub",
-                          **({"max_model_len": st.max_model_len} if st.report_ctx else {})}],
+                "data": [
+                    {
+                        "id": st.model,
+                        "object": "model",
+                        "created": 0,
+                        "owned_by": "stub",
+                        **({"max_model_len": st.max_model_len} if st.report_ctx else {}),
+                    }
+                ],
             }
             t.write(_response(200, json.dumps(payload).encode()))
             return True
@@ -150,7 +157,11 @@ class StubProtocol(asyncio.Protocol):
             )
             response = _response(200, payload)
             if b'"stream":true' in body.replace(b" ", b""):  # the preflight: server-sent events, as vLLM streams
-                chunk = b'{"id":"stub","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":' + content + b"}}]}"
+                chunk = (
+                    b'{"id":"stub","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":'
+                    + content
+                    + b"}}]}"
+                )
                 events = b"data: " + chunk + b"\n\ndata: [DONE]\n\n"
                 response = _response(200, events).replace(b"application/json", b"text/event-stream")
             if st.delay:

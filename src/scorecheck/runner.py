@@ -272,8 +272,14 @@ class Runner:
     async def run(self) -> RunState:
         cfg = self.rc.cfg
         async with (
-            ChatClient(self.endpoints, self.concurrency, cfg.timeout, cfg.max_retries, cfg.retry_wait,
-                       on_attempt=self.model_breaker.attempt) as client,
+            ChatClient(
+                self.endpoints,
+                self.concurrency,
+                cfg.timeout,
+                cfg.max_retries,
+                cfg.retry_wait,
+                on_attempt=self.model_breaker.attempt,
+            ) as client,
             self._judge_session(),
         ):
             await self.preflight(client)
