@@ -82,7 +82,11 @@ def answer_text(kind: str, tokens: int) -> str:
 def ideal_makespan(served: list[tuple[float, int]], slots: int) -> float:
     """Simulated seconds the server needs for these (prompt tokens, completion tokens) requests when all arrive at
     time 0 and join longest first: the server-bound ideal."""
-    pending = sorted(served, key=lambda r: -r[1])
+    return makespan_in_order(sorted(served, key=lambda r: -r[1]), slots)
+
+
+def makespan_in_order(pending: list[tuple[float, int]], slots: int) -> float:
+    """Simulated seconds for these requests when all arrive at time 0 and join in the order given."""
     i = 0
     step = 0
     t_ms = 0.0

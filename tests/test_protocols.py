@@ -251,7 +251,13 @@ def test_simple_evals_requests_equal_upstream_prompts_byte_for_byte(tmp_path):
                     "--evals", "mmlu,gpqa_diamond,math,math_500,humaneval", "--limit", str(limit),
                     "--max-tokens", "256", "--concurrency", "4", "--out", str(tmp_path / "run"), "-q")  # fmt: skip
         bodies = srv.model_requests()
-    assert r.code == 0, r.err
+        preflight = [b for b in srv.bodies if b not in bodies]
+    assert r.code == 1, r.err  # the one HTTP 400 is more than 1% of MMLU's 3 samples: flagged
+    assert "mmlu: HTTP 400 for 1 of 3 samples" in " ".join(r.err.split())
+    # The preflight sent the run's real sampling, streamed (closed after the first chunk).
+    assert [{k: v for k, v in b.items() if k != "messages"} for b in preflight] == [
+        {"model": "rec-model", "temperature": 0.5, "max_tokens": 256, "stream": True}
+    ]
     sent = [user_text(b) for b in bodies]
     for name, prompts in expected.items():
         got = sorted(s for s in sent if s in set(prompts))

@@ -58,7 +58,7 @@ INLINE_BELOW_S = 0.0005
 are measured there; when they take under this much on average (answer patterns: MMLU, GPQA) the rest run in the
 grading thread (no round trip to a process), else they stay in the pool (IFEval's checkers, about 2 ms, and the
 70 MB langdetect and nltk need, which so stay out of the main process). A benchmark object that does not pickle
-(since protocols became objects, ``spec`` holds a mappingproxy) grades in the thread."""
+grades in the thread (the protocols' own mappings pickle: ``protocols.spec.FrozenMap``)."""
 MEASURE_N = 20
 
 
