@@ -16,9 +16,9 @@ from rich.console import Console
 from rich.table import Table
 
 from scorecheck.benchmarks import Benchmark
-from scorecheck.results import Results, in_item_order, split_timing, write_json, write_jsonl
+from scorecheck.results import Results, in_item_order, split_timing, write_json
 from scorecheck.results.build import git_commit, versions  # noqa: F401 (where they lived before results/)
-from scorecheck.results.io import write_atomic
+from scorecheck.results.io import atomic_writer, dump_line, write_atomic
 from scorecheck.stats import interval
 from scorecheck.store import Store
 
@@ -74,19 +74,36 @@ def http_400_warning(n_400: int, n: int) -> str | None:
             "the protocol's HTTP-400 rule; check the endpoint's context length and parameters")  # fmt: skip
 
 
-def collect(store: Store, bench: Benchmark, wanted: set[tuple[str, int]] | None) -> list[dict[str, Any]]:
-    return [r for r in store.iter_samples(bench.name) if wanted is None or (r["item_id"], r["sample_index"]) in wanted]
+HEAVY_FIELDS = ("prompt", "response", "reasoning", "answer_text")
+"""A sample's texts, which no aggregate reads: ``collect(light=True)`` leaves them out (a run's answers can add up to
+hundreds of MB)."""
+
+
+def collect(store: Store, bench: Benchmark, wanted: set[tuple[str, int]] | None,
+            light: bool = False) -> list[dict[str, Any]]:  # fmt: skip
+    """The stored samples of one eval (those in ``wanted``); ``light``: without :data:`HEAVY_FIELDS`."""
+    out = []
+    for r in store.iter_samples(bench.name):
+        if wanted is None or (r["item_id"], r["sample_index"]) in wanted:
+            if light:
+                for f in HEAVY_FIELDS:
+                    r.pop(f, None)
+            out.append(r)
+    return out
 
 
 def write_outputs(run_dir: Path, results: Results, samples: Iterable[Mapping[str, Any]],
-                  items: Mapping[str, Sequence[str]] | None = None) -> None:  # fmt: skip
+                  items: Mapping[str, Sequence[str]] | None = None, ordered: bool = False) -> None:  # fmt: skip
     """results.json, samples.jsonl (item order: eval, item as loaded, sample; no timing), timings.jsonl and
-    summary.md, each written atomically."""
-    ordered = in_item_order(samples, results.config.evals, items)
-    pairs = [split_timing(r) for r in ordered]
+    summary.md, each written atomically. ``ordered``: ``samples`` come in item order already, read one at a time
+    (a run's, from the store: its samples are never all in memory at once)."""
+    rows = samples if ordered else in_item_order(samples, results.config.evals, items)
     write_json(run_dir / "results.json", results)
-    write_jsonl(run_dir / "samples.jsonl", (s for s, _ in pairs))
-    write_jsonl(run_dir / "timings.jsonl", (t for _, t in pairs))
+    with atomic_writer(run_dir / "samples.jsonl") as fs, atomic_writer(run_dir / "timings.jsonl") as ft:
+        for r in rows:
+            sample, timing = split_timing(r)
+            fs.write(dump_line(sample) + "\n")
+            ft.write(dump_line(timing) + "\n")
     write_atomic(run_dir / "summary.md", summary_markdown(results))
 
 

@@ -112,7 +112,7 @@ def _execute(cfg: RunConfig, rc: Resolved, store: Store, run_dir: Path, started:
         results = run_results(rc, runner, store, started, extra_identity)
         with output_errors(run_dir):
             write_config(run_dir, rc)
-            write_outputs(run_dir, results, _all_samples(store, runner), _item_order(runner))
+            write_outputs(run_dir, results, _all_samples(store, runner), ordered=True)
         print_table(results, console)
         console.print(f"results in {run_dir}/ (results.json, samples.jsonl, summary.md)")
         if aborted is not None:
@@ -387,9 +387,13 @@ def _wanted(runner: Runner, bench_name: str) -> set[tuple[str, int]]:
     return {(it.id, s) for it in runner.items[bench_name] for s in range(runner.rc.samples_for(bench))}
 
 
-def _all_samples(store: Store, runner: Runner):
+def _all_samples(store: Store, runner: Runner) -> Iterator[dict[str, Any]]:
+    """The run's samples in item order, read from the store one at a time (the order from the light records)."""
     for b in runner.rc.benchmarks:
-        yield from collect(store, b, _wanted(runner, b.name))
+        for r in _ordered(runner, b.name, collect(store, b, _wanted(runner, b.name), light=True)):
+            full = store.get_sample(b.name, r["item_id"], r["sample_index"])
+            assert full is not None  # read from the store a moment ago, under its lock
+            yield full
 
 
 def _item_order(runner: Runner) -> dict[str, list[str]]:
@@ -406,7 +410,7 @@ def run_results(rc: Resolved, runner: Runner, store: Store, started: float,
     evals = {}
     tokens = {"prompt": 0, "completion": 0}
     for b in rc.benchmarks:
-        records = _ordered(runner, b.name, collect(store, b, _wanted(runner, b.name)))
+        records = _ordered(runner, b.name, collect(store, b, _wanted(runner, b.name), light=True))
         evals[b.name] = eval_result(b, records)
         evals[b.name]["protocol"] = eval_protocol_record(rc, b)
     for _status, pt, ct in store.db.execute(

@@ -263,6 +263,11 @@ class Store:
         for (rec,) in cur:
             yield json.loads(rec)
 
+    def get_sample(self, eval_name: str, item_id: str, sample_index: int) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT record FROM samples WHERE eval = ? AND item_id = ? AND sample_index = ?",
+                              (eval_name, item_id, sample_index)).fetchone()  # fmt: skip
+        return json.loads(row[0]) if row else None
+
     def sends_by_session(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         for key, session in self.db.execute("SELECT key, session FROM sends ORDER BY id"):

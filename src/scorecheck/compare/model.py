@@ -7,6 +7,7 @@ invalid record is a one-line error naming the file and line, and nothing is skip
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -77,7 +78,21 @@ def load_run(path: Path, label: str | None = None) -> Run:
     results = read_results(res_path)
     sp = path / "samples.jsonl"
     samples = read_samples(sp) if sp.is_file() else []
+    if sp.is_file():
+        check_coverage(path, results, samples)
     return Run(path, label or path.name or str(path), results, samples)
+
+
+def check_coverage(path: Path, results: Results, samples: list[Sample]) -> None:
+    """Refuse a run whose samples.jsonl does not hold exactly the samples its results.json describes (records
+    torn by a kill or a full disk while written, or files from two invocations): a paired test over part of the
+    items would look like a result."""
+    have = Counter(s.eval for s in samples)
+    torn = [f"{name}: {have.get(name, 0)} samples for {ev.n_items}" for name, ev in results.evals.items()
+            if have.get(name, 0) != ev.n_items]  # fmt: skip
+    if torn:
+        raise UsageError(f"{path}: samples.jsonl does not cover results.json ({'; '.join(torn)}); run the same "
+                         "`scorecheck run` (or `regrade`) again to rewrite both")  # fmt: skip
 
 
 def _unique_labels(paths: list[Path], labels: list[str] | None) -> list[str]:

@@ -8,12 +8,13 @@ error naming the file and the line; nothing is skipped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -57,14 +58,22 @@ def _umask() -> int:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file in the same directory, fsync, rename, fsync the directory).
-    The file gets the mode a plain ``open(path, "w")`` would give it (mkstemp's temporary file is 0600)."""
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_writer`)."""
+    with atomic_writer(path) as f:
+        f.write(text)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path) -> Iterator[IO[str]]:
+    """A text file written in pieces and put in place atomically: a temp file in the same directory, fsynced,
+    renamed over ``path`` (the directory fsynced) when the block ends without an error, removed otherwise. The file
+    gets the mode a plain ``open(path, "w")`` would give it (mkstemp's temporary file is 0600)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -83,12 +92,17 @@ def write_json(path: Path, record: BaseModel | dict[str, Any]) -> None:
 
 
 def write_jsonl(path: Path, records: Iterable[BaseModel]) -> None:
-    write_atomic(path, "".join(dump_line(r) + "\n" for r in records))
+    """One record a line, written as they come (a run's samples can be hundreds of MB: never one string)."""
+    with atomic_writer(path) as f:
+        for r in records:
+            f.write(dump_line(r) + "\n")
 
 
 def write_jsonl_dicts(path: Path, lines: Iterable[dict[str, Any]]) -> None:
     """Another tool's JSONL (an export), atomically."""
-    write_atomic(path, "".join(json.dumps(x, ensure_ascii=False, default=str) + "\n" for x in lines))
+    with atomic_writer(path) as f:
+        for x in lines:
+            f.write(json.dumps(x, ensure_ascii=False, default=str) + "\n")
 
 
 # -- reading ---------------------------------------------------------------------------------------------------------
