@@ -372,3 +372,33 @@ def test_an_endpoint_that_dies_mid_run_stops_the_run_within_bounded_time(stub, t
     r = run(stub.base_url, out, "--config", str(cfg), limit=80)
     assert r.code == 0, r.err
     assert results(out)["n"] == 80 and stub.stats()["total"] == 1 + 40
+
+
+# -- readers of unfinished or torn records ---------------------------------------------------------------------------
+def test_regrade_of_an_unfinished_run_says_how_much_it_covers(stub, tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text("abort_after = 4\nretry_wait = 0.01\nmax_retries = 0\n")
+    stub.control(script=["ok", "ok"], default="500")  # the preflight, one answer, then errors: stopped early
+    out = tmp_path / "run"
+    assert run(stub.base_url, out, "--config", str(cfg), limit=24).code == 3
+    answered = query(out, "SELECT COUNT(*) FROM requests WHERE status = 'ok'")[0][0]
+    r = run_cli("regrade", str(out), env=ENV, timeout=120)
+    assert r.code == 0, r.err
+    assert answered == 1 and "this regrade covers 1 of its 24 samples (4%)" in " ".join(r.err.split()), r.err
+    [regraded] = list(out.glob("regrade-*"))
+    notes = json.loads((regraded / "results.json").read_text())["notes"]
+    assert any("unfinished" in n and "1 of its 24" in n for n in notes), notes
+
+
+def test_compare_refuses_samples_that_do_not_cover_the_results(stub, tmp_path):
+    good = tmp_path / "good"
+    assert run(stub.base_url, good).code == 0
+    torn = tmp_path / "torn"
+    shutil.copytree(good, torn)
+    lines = (torn / "samples.jsonl").read_text().splitlines(keepends=True)
+    (torn / "samples.jsonl").write_text("".join(lines[:2]))  # a kill while writing, with a complete results.json
+    for cmd in (["compare", str(good), str(torn)], ["explain", str(good), str(torn)]):
+        r = run_cli(*cmd, env=ENV, timeout=60)
+        assert r.code == 2, (cmd, r.code, r.err)
+        line = one_line(r.err)
+        assert "does not cover results.json" in line and f"mmlu: 2 samples for {LIMIT}" in line, line

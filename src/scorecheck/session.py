@@ -472,6 +472,19 @@ def eval_protocol_record(rc: Resolved, bench: Benchmark) -> dict[str, Any]:
     }
 
 
+def regrade_coverage(runner: Runner, stored: dict[str, int]) -> list[str]:
+    """One line per eval whose answered samples (``stored``) fall short of the run's configuration (an unfinished
+    run, or failed requests): how much the regrade covers."""
+    out = []
+    for b in runner.rc.benchmarks:
+        want = len(runner.items[b.name]) * runner.rc.samples_for(b)
+        have = stored.get(b.name, 0)
+        if have < want:
+            out.append(f"{b.name}: the run is unfinished: this regrade covers {have} of its {want} samples "
+                       f"({have / want:.0%}); `scorecheck run` with the run's command completes it")  # fmt: skip
+    return out
+
+
 # -- scorecheck regrade ----------------------------------------------------------------------------------------------
 def _score(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
@@ -537,6 +550,12 @@ def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = 
             changed[b.name] = [{"item_id": r["item_id"], "sample_index": r["sample_index"], "extracted": r.get("extracted"),
                                 "before": before[b.name].get((r["item_id"], r["sample_index"])), "after": r.get("score")}
                                for r in records if before[b.name].get((r["item_id"], r["sample_index"])) != r.get("score")]  # fmt: skip
+        coverage = regrade_coverage(
+            runner, {name: ev["n_items"] - len(ev["failed_items"]) for name, ev in evals.items()}
+        )
+        coverage = coverage if not cross else []
+        for line in coverage:
+            err.print(f"[yellow]{line}[/]", highlight=False)
         previous = read_results(run_dir / "results.json", legacy=True) if (run_dir / "results.json").is_file() else None
         ended = time.time()
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started))
@@ -546,7 +565,8 @@ def regrade(run_dir: Path, overrides: dict[str, Any], console: Console | None = 
         results = build_results(
             model=cfg.model or "", protocol={"name": rc.profile.name, "reference": rc.profile.reference},
             config=rc.describe(), evals=evals, base=previous, started=started, ended=ended,
-            notes=[*(n for n in (previous.notes if previous else []) if AGREEMENT_NOTE not in n), *agreement_notes(evals)],
+            notes=[*(n for n in (previous.notes if previous else []) if AGREEMENT_NOTE not in n), *agreement_notes(evals),
+                   *coverage],
             regrade={
                 "of": str(run_dir), "grading": runner.grading.describe(),
                 "previous_scores": {k: v.score for k, v in (previous.evals if previous else {}).items()},
