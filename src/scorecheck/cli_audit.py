@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from scorecheck.compare.audit import DEFAULT_TOLERANCE
+from scorecheck.stats import AUDIT_TOLERANCE
 
 
 def register(app: typer.Typer) -> None:
@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
                 metavar="FRACTION",
                 help="'consistent' only when the items detect a difference this large with 80% power.",
             ),
-        ] = DEFAULT_TOLERANCE,
+        ] = AUDIT_TOLERANCE,
         markdown: Annotated[
             Optional[Path],
             typer.Option(

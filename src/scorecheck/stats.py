@@ -16,6 +16,10 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
+AUDIT_TOLERANCE = 0.10
+"""``scorecheck audit``'s default tolerance: a claim within this of the measured score is not called wrong (here, not
+in compare/audit.py, so the CLI reads it without importing scipy: about 30 MB and 0.5 s at every start)."""
+
 
 def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
     """Wilson score interval for k successes in n trials (equal to scipy's ``binomtest(k, n).proportion_ci(

@@ -27,9 +27,10 @@ from scipy import stats
 
 from scorecheck.compare import claimstats as cs
 from scorecheck.compare.model import Comparison, Run, _get
+from scorecheck.stats import AUDIT_TOLERANCE
 
 VERDICTS = ("consistent", "lower than claimed", "higher than claimed", "not comparable", "inconclusive")
-DEFAULT_TOLERANCE = 0.10
+DEFAULT_TOLERANCE = AUDIT_TOLERANCE
 INCOMPLETE_FLAGS = ("truncated", "failed", "unparsed")
 
 
