@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from foresight_bound import no_foresight  # noqa: E402
 from harness_throughput import machine, write_section  # noqa: E402
 from sim_server import ideal_makespan  # noqa: E402
 
@@ -171,21 +172,25 @@ def measure(c: Config, timeout: float) -> dict:
         "concurrency": [(x["mode"], x["final"], x["max"]) for x in sched.get("concurrency", [])],
         "eta": (sched.get("eta") or {}).get("predictions"), "eta_actual_s": (sched.get("eta") or {}).get("actual_s"),
         "samples": sum(e.get("n", 0) for e in res["evals"].values()),
+        "no_foresight": no_foresight(c.slots, c.replicas),
     }  # fmt: skip
 
 
 def table(rows: list[dict]) -> str:
     lines = [
         "| configuration | requests | makespan / ideal | ideal (sim. s) | drain (sim. s) | (makespan - drain) / ideal "
+        "| no-foresight reference / ideal | makespan / no-foresight "
         "| occupancy | queue non-empty | sim lag max / mean | client wall (sim. s) | concurrency (mode, final, max) "
         "| peak RSS main / worker |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in rows:
         conc = "; ".join(f"{m} {f} (max {x})" for m, f, x in r["concurrency"])
         lines.append(
             f"| {r['config']} | {r['served']:,} | **{r['ratio']:.3f}** | {r['ideal_s']:,.0f} | {r['drain_s']:,.0f} "
-            f"| {(r['makespan_s'] - r['drain_s']) / r['ideal_s']:.3f} | {r['mean_occupancy']:.3f} "
+            f"| {(r['makespan_s'] - r['drain_s']) / r['ideal_s']:.3f} "
+            f"| {r['no_foresight']['mean']:.3f} ({r['no_foresight']['min']:.3f}-{r['no_foresight']['max']:.3f}) "
+            f"| {r['ratio'] / r['no_foresight']['mean']:.3f} | {r['mean_occupancy']:.3f} "
             f"| {r['queue_nonempty_share']:.3f} | {r['lag_max_s']:.2f} / {r['lag_mean_s']:.3f} s "
             f"| {r['client_wall_sim_s']:,.0f} | {conc} | {r['peak_rss_main_mb']} / {r['peak_rss_child_mb']} MB |"
         )  # fmt: skip

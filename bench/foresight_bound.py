@@ -60,26 +60,38 @@ def makespan(reqs: list[tuple[float, int]], slots: int, replicas: int) -> float:
     return max(makespan_in_order(reqs[i::replicas], slots) for i in range(replicas))
 
 
+_REQUESTS: list[tuple[str, float, int]] = []
+
+
+def no_foresight(slots: int, replicas: int, orders: int = 20) -> dict[str, float]:
+    """The ideal and the no-foresight reference / ideal (mean, min, max over ``orders`` random within-kind orders)
+    for the full suite on ``replicas`` servers of ``slots`` slots."""
+    if not _REQUESTS:
+        _REQUESTS.extend(requests())
+    reqs = _REQUESTS
+    by_length = sorted(((p, n) for _, p, n in reqs), key=lambda r: -r[1])
+    ideal = makespan(by_length, slots, replicas) if replicas > 1 else ideal_makespan(by_length, slots)
+    ratios = []
+    for seed in range(orders):
+        rng = random.Random(seed)
+        keyed = sorted((-MEDIANS[k], rng.random(), p, n) for k, p, n in reqs)
+        ratios.append(makespan([(p, n) for *_, p, n in keyed], slots, replicas) / ideal)
+    return {"ideal_s": round(ideal, 1), "mean": round(statistics.mean(ratios), 4), "min": round(min(ratios), 4),
+            "max": round(max(ratios), 4)}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--orders", type=int, default=20, help="random within-kind orders per configuration")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
-    reqs = requests()
-    runaways = sum(1 for k, _, n in reqs if n >= 6000)
-    print(f"{len(reqs):,} requests, {runaways} run to max_tokens")
-    out = {"requests": len(reqs), "runaways": runaways, "configs": {}}
+    _REQUESTS.extend(requests())
+    runaways = sum(1 for k, _, n in _REQUESTS if n >= 6000)
+    print(f"{len(_REQUESTS):,} requests, {runaways} run to max_tokens")
+    out: dict = {"requests": len(_REQUESTS), "runaways": runaways, "configs": {}}
     for name, slots, replicas in CONFIGS:
-        by_length = sorted(((p, n) for _, p, n in reqs), key=lambda r: -r[1])
-        ideal = makespan(by_length, slots, replicas) if replicas > 1 else ideal_makespan(by_length, slots)
-        ratios = []
-        for seed in range(a.orders):
-            rng = random.Random(seed)
-            keyed = [(-MEDIANS[k], rng.random(), p, n) for k, p, n in reqs]
-            keyed.sort()
-            ratios.append(makespan([(p, n) for *_, p, n in keyed], slots, replicas) / ideal)
-        row = {"ideal_s": round(ideal, 1), "mean": round(statistics.mean(ratios), 4), "min": round(min(ratios), 4),
-               "max": round(max(ratios), 4)}  # fmt: skip
+        row = no_foresight(slots, replicas, a.orders)
+        ideal = row["ideal_s"]
         out["configs"][name] = row
         print(f"{name:>18}: ideal {ideal:8.1f} s; no-foresight / ideal mean {row['mean']:.3f} "
               f"(range {row['min']:.3f}-{row['max']:.3f}, {a.orders} orders)")  # fmt: skip
