@@ -208,21 +208,25 @@ class ChatClient:
         if self._on_attempt is not None:
             self._on_attempt(status, error)
 
-    async def probe(self, body: dict[str, Any], endpoint: EndpointState, retry: bool = True) -> Outcome:
+    async def probe(self, body: dict[str, Any], endpoint: EndpointState, retry: bool = True,
+                    timeout: float | None = None) -> Outcome:  # fmt: skip
         """The preflight: ``body`` (the run's real sampling, max_tokens included) sent streamed to ``endpoint``,
         the connection closed after the first chunk, so a rejected parameter shows at once without waiting for a
-        long answer. Retried like any request (one attempt without ``retry``: the circuit breaker's probes);
+        long answer. Retried like any request (one attempt without ``retry``: the circuit breaker's probes, which
+        also set a short ``timeout``: a hanging endpoint must not hold the breaker for the run's --timeout);
         ``ok`` once the first chunk arrives, ``http_400`` (the endpoint's words) when it refuses the request,
         ``failed`` otherwise."""
-        return await self._retrying(lambda: self._probe_once({**body, "stream": True}, endpoint),
+        return await self._retrying(lambda: self._probe_once({**body, "stream": True}, endpoint, timeout),
                                     self.max_retries if retry else 0)  # fmt: skip
 
-    async def _probe_once(self, body: dict[str, Any], ep: EndpointState) -> Outcome:
+    async def _probe_once(self, body: dict[str, Any], ep: EndpointState, timeout: float | None) -> Outcome:
         assert self._session is not None
         t0 = time.monotonic()
+        # Without ``timeout`` the session's (--timeout); aiohttp reads timeout=None as no limit at all.
+        limit: dict[str, Any] = {"timeout": aiohttp.ClientTimeout(total=timeout)} if timeout else {}
         try:
             async with self._session.post(ep.base_url + "/chat/completions", json=body,
-                                          headers=ep.request_headers()) as resp:  # fmt: skip
+                                          headers=ep.request_headers(), **limit) as resp:  # fmt: skip
                 if resp.status != 200:
                     text, _ = decode_body(await resp.read())
                     if resp.status == 400:

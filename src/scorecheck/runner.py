@@ -583,7 +583,7 @@ class Runner:
             answered = False
             while not answered and time.monotonic() < deadline and not stop.is_set():
                 for ep in client.endpoints:
-                    out = await client.probe(probe, ep, retry=False)
+                    out = await client.probe(probe, ep, retry=False, timeout=max(breaker.probe_every, 5.0))
                     answered = answered or out.status == "ok"
                 if not answered and breaker.last_answer < time.monotonic() - breaker.window_s:
                     await asyncio.sleep(breaker.probe_every)
