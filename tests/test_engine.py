@@ -238,3 +238,30 @@ def test_circuit_breaker_trips_on_sustained_failure_only(monkeypatch):
     assert not br.tripped()  # fewer than min_failures
     br.attempt("failed", "reset")
     assert br.tripped() and "last error: reset" in br.reason() and br.probe_for == 30.0
+
+
+def test_a_grading_backlog_waits_in_the_store_and_grades_the_same(tmp_path, stub, data_dir, monkeypatch):
+    """Beyond GRADING_IN_MEMORY queued answers, an answer waits as its key and is read back from the store when
+    graded: the records are the same as with every answer held in memory."""
+    import scorecheck.runner as runner_mod
+
+    stub.control(answer="<thinking>long reasoning</thinking><output>Answer: C</output>")
+
+    def graded(run_dir: Path, in_memory: int) -> list[dict]:
+        monkeypatch.setattr(runner_mod, "GRADING_IN_MEMORY", in_memory)
+        rc = Resolved(RunConfig(endpoints=[{"base_url": stub.base_url}], model="stub-model", evals=["mmlu", "gsm8k"],
+                                limit=20, concurrency=8, system_prompt="reflection", reasoning="reflection"))  # fmt: skip
+        store = Store(run_dir)
+        try:
+            r = Runner(rc, [EndpointState(stub.base_url, None)], "stub-model", store, show_progress=False)
+            r.load_data()
+            asyncio.run(r.run())
+            return sorted((s for e in ("mmlu", "gsm8k") for s in store.iter_samples(e)),
+                          key=lambda s: (s["eval"], s["item_id"]))  # fmt: skip
+        finally:
+            store.close()
+
+    held, spilled = graded(tmp_path / "held", 10**9), graded(tmp_path / "spilled", 0)
+    keep = ("eval", "item_id", "response", "reasoning", "answer_text", "extracted", "score", "flags", "grader")
+    assert len(held) == 40 and [{k: s[k] for k in keep} for s in held] == [{k: s[k] for k in keep} for s in spilled]
+    assert {s["extracted"] for s in held if s["eval"] == "mmlu"} == {"C"}

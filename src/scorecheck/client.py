@@ -66,6 +66,8 @@ class Outcome:
     error: str | None = None
     response: str | None = None
     endpoint: str | None = None
+    spilled: bool = False
+    """Waiting for grading without its text, which is read back from the store (runner.GRADING_IN_MEMORY)."""
 
 
 RETRY_STATUSES = {408, 409, 425, 429} | set(range(500, 600))

@@ -17,7 +17,7 @@ import json
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -38,6 +38,11 @@ from scorecheck.store import Store, canonical, request_key
 GRADING_VERSION = "2"
 """Bump when extraction or grading code changes what a stored response scores. 2: the symbolic grader normalises the
 answer line before math-verify (grading/symbolic.py, issue #17)."""
+
+GRADING_IN_MEMORY = 1000
+"""Answers waiting for grading that keep their text in memory; beyond this backlog (a server, or a store, that answers
+faster than the grading pool grades) an answer waits as its key and is read back from the store when graded, so a
+backlog of 40,000 answers of 7 KB costs no 300 MB."""
 
 JUDGE_EVAL = "judge"
 """The ``eval`` column of judge requests in the store (their item_id is ``<eval>/<item id>``)."""
@@ -389,12 +394,19 @@ class Runner:
                     if out.status == "ok":
                         live.order.model.observe(u.bench.name, out.completion_tokens, out.finish_reason)
                 out.response = None  # stored; grading needs only the message (less held while grading catches up)
+                if live.grading.waiting >= GRADING_IN_MEMORY:
+                    out = Outcome(out.status, finish_reason=out.finish_reason, completion_tokens=out.completion_tokens,
+                                  attempts=out.attempts, spilled=True)  # fmt: skip
                 live.grading.put(u, out)
         finally:
             lim.assigned -= 1
             live.wake.set()
 
     async def _grade_and_store(self, u: Unit, out: Outcome) -> None:
+        if out.spilled:  # its text waited in the store (committed before it was queued), not in memory
+            row = self.store.get_request(u.key)
+            assert row is not None, u.key
+            out = replace(_outcome_from_row(row), attempts=out.attempts)
         rec = await self._grade(u, out)
         # A sample whose judge request failed is stored under a grade key that never matches: a rerun grades it
         # again (the judge request is retried, the model request is not).
