@@ -127,6 +127,9 @@ class Runner:
         self.model_breaker = CircuitBreaker("answer from the model", rc.cfg.breaker_seconds,
                                             frozenset({"failed", "http_400"}))  # fmt: skip
         self.judge_breaker = CircuitBreaker("verdict from the judge", rc.cfg.breaker_seconds, frozenset({"failed"}))
+        self._judge_down = False
+        """The judge stopped the run (early abort or breaker): answers still queued for grading are left to the rerun
+        (they are stored) instead of each retrying a dead judge."""
         self.notes: list[str] = []
         """What the preflight found worth saying in results.json (prompts that may not fit the context)."""
         self._inflight_keys: dict[str, asyncio.Future[Outcome]] = {}
@@ -312,8 +315,9 @@ class Runner:
                 if progress is not None:
                     progress.start()
                 await self._dispatch(client, live)
-                await live.grading.close()
-                closed = True
+                if not self._judge_down:  # else the queue's judge requests would each retry a dead judge
+                    await live.grading.close()
+                    closed = True
             finally:
                 if not closed:
                     live.grading.cancel()
@@ -568,7 +572,9 @@ class Runner:
         self._abort(self.model_abort.observe(out.status, out.error))
 
     def _watch_judge(self, out: Outcome) -> None:
-        self._abort(self.judge_abort.observe(out.status, out.error))
+        reason = self.judge_abort.observe(out.status, out.error)
+        self._judge_down = self._judge_down or reason is not None
+        self._abort(reason)
 
     def _abort(self, reason: str | None) -> None:
         """Stop the run for ``reason`` (the first reason given stands): no new request, those in flight cancelled
@@ -606,6 +612,7 @@ class Runner:
                 if live is not None:
                     live.running.set()
                 continue
+            self._judge_down = self._judge_down or breaker is self.judge_breaker
             self._abort(breaker.reason())
 
     async def _grade(self, u: Unit, out: Outcome) -> dict[str, Any]:
