@@ -402,3 +402,35 @@ def test_compare_refuses_samples_that_do_not_cover_the_results(stub, tmp_path):
         assert r.code == 2, (cmd, r.code, r.err)
         line = one_line(r.err)
         assert "does not cover results.json" in line and f"mmlu: 2 samples for {LIMIT}" in line, line
+
+
+def test_a_judge_that_dies_stops_the_run_within_bounded_time(stub, tmp_path):
+    """The judge's requests have their own breaker: a dead judge stops the run (exit 3) instead of every queued grade
+    retrying it to exhaustion; the model's answers are kept and a rerun sends only judge requests."""
+    from conftest import start_stub
+
+    judge = start_stub("judge-model")
+    try:
+        cfg = tmp_path / "run.toml"
+        cfg.write_text("max_retries = 50\nretry_wait = 0.05\nbreaker_seconds = 1.5\n")
+        stub.control(answer="Work.\nAnswer: 18")
+        judge.control(script=["ok"], default="reset", answer="Yes")  # the preflight, then the judge is gone
+        out = tmp_path / "run"
+        args = ["run", "--base-url", stub.base_url, "--model", MODEL, "--evals", "gsm8k", "--limit", "12",
+                "--concurrency", "4", "--out", str(out), "-q", "--config", str(cfg), "--grader", "judge",
+                "--judge-url", judge.base_url, "--judge-model", "judge-model"]  # fmt: skip
+        r = run_cli(*args, env=ENV, timeout=120)
+        assert r.code == 3, (r.code, r.err)
+        assert "no verdict from the judge for" in r.err and r.seconds < 40, (r.seconds, r.err)
+        answers = query(out, "SELECT COUNT(*) FROM requests WHERE eval = 'gsm8k' AND status = 'ok'")[0][0]
+        assert answers > 0
+        judge.control(answer="Yes")
+        r = run_cli(*args, env=ENV, timeout=120)
+        assert r.code == 0, r.err
+        assert json.loads((out / "results.json").read_text())["evals"]["gsm8k"]["n"] == 12
+        assert query(out, "SELECT COUNT(*) FROM requests WHERE eval = 'gsm8k'")[0][0] == 12
+        model_sends = "SELECT COUNT(*) FROM sends s JOIN requests r ON r.key = s.key WHERE r.eval = 'gsm8k'"
+        assert query(out, model_sends)[0][0] == 12  # no model answer sent twice: the rerun asked only the judge
+    finally:
+        judge.proc.terminate()
+        judge.proc.wait(timeout=10)

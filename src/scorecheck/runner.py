@@ -16,7 +16,7 @@ import hashlib
 import json
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -127,9 +127,9 @@ class Runner:
         self.model_breaker = CircuitBreaker("answer from the model", rc.cfg.breaker_seconds,
                                             frozenset({"failed", "http_400"}))  # fmt: skip
         self.judge_breaker = CircuitBreaker("verdict from the judge", rc.cfg.breaker_seconds, frozenset({"failed"}))
-        self._judge_down = False
-        """The judge stopped the run (early abort or breaker): answers still queued for grading are left to the rerun
-        (they are stored) instead of each retrying a dead judge."""
+        self._judge_down = asyncio.Event()
+        """Set when the judge stops the run (early abort or breaker): grades still queued or waiting on the judge are
+        cancelled and left to the rerun (the model's answers are stored) instead of each retrying a dead judge."""
         self.notes: list[str] = []
         """What the preflight found worth saying in results.json (prompts that may not fit the context)."""
         self._inflight_keys: dict[str, asyncio.Future[Outcome]] = {}
@@ -315,9 +315,7 @@ class Runner:
                 if progress is not None:
                     progress.start()
                 await self._dispatch(client, live)
-                if not self._judge_down:  # else the queue's judge requests would each retry a dead judge
-                    await live.grading.close()
-                    closed = True
+                closed = await self._unless_judge_down(live.grading.close())
             finally:
                 if not closed:
                     live.grading.cancel()
@@ -483,7 +481,7 @@ class Runner:
         try:
             async with self._judge_session():
                 n = min(self.judge_concurrency, max(1, len(todo)))
-                await asyncio.gather(*(worker() for _ in range(n)))
+                await self._unless_judge_down(asyncio.gather(*(worker() for _ in range(n))))
         finally:
             stop.set()
             await flusher
@@ -573,8 +571,25 @@ class Runner:
 
     def _watch_judge(self, out: Outcome) -> None:
         reason = self.judge_abort.observe(out.status, out.error)
-        self._judge_down = self._judge_down or reason is not None
+        if reason is not None and not self.state.aborted:
+            self._judge_down.set()
         self._abort(reason)
+
+    async def _unless_judge_down(self, work: Awaitable[Any]) -> bool:
+        """Await ``work`` (grading to its end); cancel it and return False if the judge goes down meanwhile."""
+        task = asyncio.ensure_future(work)
+        down = asyncio.ensure_future(self._judge_down.wait())
+        try:
+            await asyncio.wait({task, down}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            down.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if task.cancelled():
+            return False
+        task.result()  # a grade's exception is raised here
+        return True
 
     def _abort(self, reason: str | None) -> None:
         """Stop the run for ``reason`` (the first reason given stands): no new request, those in flight cancelled
@@ -612,7 +627,8 @@ class Runner:
                 if live is not None:
                     live.running.set()
                 continue
-            self._judge_down = self._judge_down or breaker is self.judge_breaker
+            if breaker is self.judge_breaker and not self.state.aborted:
+                self._judge_down.set()
             self._abort(breaker.reason())
 
     async def _grade(self, u: Unit, out: Outcome) -> dict[str, Any]:
