@@ -248,9 +248,13 @@ def test_run_against_a_protocol_cli_outputs_and_the_grader_step(tmp_path: Path) 
     ]
     recs = [{**_ifeval_rec(i, r, g, "glaive-2024"), "item_id": ids[i]} for i, (r, g) in enumerate(per)]
     run = _write(tmp_path / "run", "glaive-2024", "ifeval", recs, config={"sampling": GLAIVE_SAMPLING})
-    md, js, png = tmp_path / "x.md", tmp_path / "x.json", tmp_path / "x.png"
-    r = run_cli("explain", str(run), "--protocol", "reference", "--md", str(md), "--json", str(js), "--plot", str(png))
+    md, js, png, page = tmp_path / "x.md", tmp_path / "x.json", tmp_path / "x.png", tmp_path / "x.html"
+    r = run_cli("explain", str(run), "--protocol", "reference", "--md", str(md), "--json", str(js), "--plot", str(png),
+                "--html", str(page))  # fmt: skip
     assert r.code == 0, r.err
+    html = page.read_text()  # the compare report of the run, with this waterfall (table, chart, the unmeasured rest)
+    assert "samples graded)" in html and "not measured: needs a run under reference" in html
+    assert "data:image/png;base64," in html and "ifeval: run → run graded as reference (3 samples graded)" in html
     assert "not measured: needs a run under reference" in r.out
     doc = json.loads(js.read_text())
     assert doc["mode"] == "protocol" and doc["protocol"] == "reference" and doc["skipped"] == []

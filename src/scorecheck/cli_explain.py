@@ -51,6 +51,15 @@ def register(app: typer.Typer) -> None:
                 "--plot", metavar="FILE.png", show_default="not drawn", help="Draw the waterfall chart (PNG)."
             ),
         ] = None,
+        html: Annotated[
+            Optional[Path],
+            typer.Option(
+                "--html",
+                metavar="FILE.html",
+                show_default="not written",
+                help="Write the report of the run(s) with the waterfall (table and chart), as `compare --html`.",
+            ),
+        ] = None,
     ) -> None:
         """Why two numbers differ: score(B) - score(A) step by step (items, reasoning split, extraction, grader,
         remainder), each a paired difference on the common samples, from the stored responses. With --protocol P
@@ -107,3 +116,10 @@ def register(app: typer.Typer) -> None:
         if plot:
             ex.plot_png(xs, plot)
             print(f"wrote chart: {plot}")
+        if html:
+            from scorecheck.compare import compare
+            from scorecheck.compare.html import to_html
+
+            cmp = compare([run_a] if run_b is None else [run_a, run_b])
+            html.write_text(to_html(cmp, explanations=xs), encoding="utf-8")
+            print(f"wrote html: {html}")

@@ -90,7 +90,7 @@ def _with_verdicts(cmp: Comparison, header: list[str], rows: list[list[str]]) ->
 
 
 def to_html(cmp: Comparison, chart_png: bytes | None = None, explanations: list[Explanation] | None = None) -> str:
-    """The page; ``explanations`` (two runs: ``explain.explain_runs``) add the waterfall of B - A, table and chart."""
+    """The page; ``explanations`` (``explain.explain``, two runs, or ``explain.explain_protocol``) add the waterfall."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]),
@@ -123,9 +123,11 @@ def to_html(cmp: Comparison, chart_png: bytes | None = None, explanations: list[
         chart=base64.b64encode(chart_png).decode() if chart_png else None,
         waterfalls=[
             {
-                "title": f"{x.eval}: {x.a} → {x.b} ({x.n_common} samples in common)",
+                "title": f"{x.eval}: {x.a} → {x.b} ({x.n_common} samples {'graded' if x.protocol else 'in common'})",
                 "rows": explain.rows(x),
-                "notes": [f"{st.label}: {st.note}" for st in x.steps if st.note] + x.notes,
+                "notes": [f"{st.label}: {st.note}" for st in x.steps if st.note]
+                + x.notes
+                + ([explain.unmeasured_line(x.unmeasured)] if x.unmeasured is not None else []),
             }
             for x in explanations or []
         ],  # fmt: skip
