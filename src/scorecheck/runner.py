@@ -622,6 +622,8 @@ class Runner:
                     await asyncio.sleep(breaker.probe_every)
                 else:  # a probe answered, or a request in flight did meanwhile
                     answered = True
+            if stop.is_set():  # the run ended while probing: nothing left to stop
+                return
             if answered:
                 breaker.answered()
                 if live is not None:
