@@ -239,12 +239,17 @@ class ChatClient:
                     first = text
                 else:
                     first = ""
-                    while not first:  # the first non-empty line of the stream; the rest is not read
+                    while not first:  # the first event of the stream; the rest is not read
                         line = await resp.content.readline()
                         if not line:
                             raise Transient("the stream ended before its first chunk")
                         first = decode_body(line)[0].strip()
+                        if first.startswith(":"):  # an SSE comment (a keep-alive ping)
+                            first = ""
                     first = first.removeprefix("data:").strip()
+                    if first == "[DONE]":  # an empty answer: the request was accepted
+                        resp.close()
+                        return Outcome("ok", latency=time.monotonic() - t0, endpoint=ep.base_url)
                 resp.close()  # the server stops generating when the client goes (vLLM, llama.cpp)
                 try:
                     chunk = json.loads(first)
